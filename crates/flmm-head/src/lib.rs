@@ -1,1 +1,9 @@
-//! placeholder
+//! The trainable half of F-LMM: the U-Net mask head that turns a phrase's attention stack into mask
+//! logits. Parameter names are the official F-LMM checkpoint keys (without the `mask_head.` prefix
+//! inside the store; [`unet::CHECKPOINT_PREFIX`] adds it on disk), so released heads load unchanged.
+
+pub mod error;
+pub mod unet;
+
+pub use error::HeadError;
+pub use unet::{UNetConfig, UNetHead};
