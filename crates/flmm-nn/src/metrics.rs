@@ -40,6 +40,12 @@ impl MaskCounts {
     }
 }
 
+/// Binarizes logits as F-LMM does, `sigmoid(x) > 0.5` in f32 (a logit of +1e-8 stays 0: its f32
+/// sigmoid is exactly 0.5).
+pub fn binarize_logits(logits: &[f32]) -> Vec<bool> {
+    logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp()) > 0.5).collect()
+}
+
 /// Training-log statistics over the N masks of one sample: `accuracy` over all pixels of all masks
 /// and `aiou` = mean over masks of `I/(U+1e-12)`.
 pub fn accuracy_and_aiou(masks: &[MaskCounts]) -> (f64, f64) {
