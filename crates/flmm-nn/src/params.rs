@@ -55,6 +55,13 @@ pub enum ParamsError {
     },
 }
 
+impl ParamsError {
+    /// Wraps a tensor error while handling `path`.
+    pub fn from_tensor(path: &Path) -> impl Fn(candle_core::Error) -> ParamsError + '_ {
+        move |source| ParamsError::Read { path: path.to_path_buf(), source }
+    }
+}
+
 /// Trainable parameters by name, iterated in sorted name order (the order the optimizer uses).
 #[derive(Default, Clone)]
 pub struct ParamStore {

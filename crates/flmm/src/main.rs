@@ -1,1 +1,131 @@
-fn main() {}
+//! The `flmm` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flmm::train::{config::DataConfig, task::UNetTask, TrainConfig, TrainOptions};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// F-LMM: pixel masks for phrases from a frozen multimodal model's attention.
+#[derive(Parser)]
+#[command(name = "flmm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a grounding head from a TOML config (see configs/).
+    Train {
+        /// The experiment config.
+        config: PathBuf,
+        /// Run directory for metrics, checkpoints and the trained head.
+        #[arg(long, default_value = "runs/latest")]
+        out: PathBuf,
+        /// Continue from the newest checkpoint in --out.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Draw a metric from a training log (metrics.jsonl) as a PNG chart.
+    Plot {
+        /// The metrics.jsonl file.
+        metrics: PathBuf,
+        /// Output PNG (default: beside the log, named after the metric).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The metric to draw.
+        #[arg(long, default_value = "loss")]
+        key: String,
+        /// Linear instead of logarithmic y axis.
+        #[arg(long)]
+        linear: bool,
+    },
+    /// Ground phrases of a text in an image (not implemented yet).
+    Ground,
+    /// Evaluate a head on RefCOCO or PNG (not implemented yet).
+    Eval,
+    /// Cache frozen features for fast head training (not implemented yet).
+    Cache,
+    /// Serve the HTTP API and web page (not implemented yet).
+    Serve,
+    /// Grounded conversation (not implemented yet).
+    Chat,
+    /// Convert an official F-LMM .pth checkpoint (not implemented yet).
+    Import,
+    /// Describe a model directory (not implemented yet).
+    InspectModel,
+    /// Capture word-to-image attention maps (not implemented yet).
+    Attention,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train { config, out, resume, quiet } => train(&config, out, resume, quiet),
+        Command::Plot { metrics, out, key, linear } => {
+            let out = out.unwrap_or_else(|| metrics.with_file_name(format!("{key}.png")));
+            let n = flmm::plot::plot_file(&metrics, &key, &out, !linear)?;
+            println!("plotted {n} points of `{key}` to {}", out.display());
+            Ok(())
+        }
+        other => {
+            let name = match other {
+                Command::Ground => "ground",
+                Command::Eval => "eval",
+                Command::Cache => "cache",
+                Command::Serve => "serve",
+                Command::Chat => "chat",
+                Command::Import => "import",
+                Command::InspectModel => "inspect-model",
+                _ => "attention",
+            };
+            anyhow::bail!("`flmm {name}` is not implemented yet (see the README's status table)")
+        }
+    }
+}
+
+fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool) -> anyhow::Result<()> {
+    let config = TrainConfig::load(config_path)?;
+    let device = candle_core::Device::Cpu;
+    let DataConfig::Blobs(data) = &config.data;
+    let samples = flmm_data::blobs::generate(data).context("generating the synthetic data")?;
+    let head = flmm_head::UNetHead::new(config.head.clone(), config.seed, &device)?;
+    let task = UNetTask { head, samples, data_name: "synthetic-blobs".into() };
+    eprintln!(
+        "training the U-Net head ({:.2}M parameters) on {} samples for {} epochs → {}",
+        task.head.params().parameter_count() as f64 / 1e6,
+        task.samples.len(),
+        config.optim.epochs,
+        out.display()
+    );
+    let opts = TrainOptions { out_dir: out.clone(), resume, stop_after_step: None, show_progress: !quiet && std::io::stderr().is_terminal() };
+    let summary = flmm::train::train(&task, &config, &opts)?;
+    let counts = task.evaluate()?;
+    let mean_iou = counts.iter().map(|c| c.iou()).sum::<f64>() / counts.len() as f64;
+    println!(
+        "done: {} steps in {:.1}s, loss {:.4} → {:.4}, training-set mIoU {:.3}; head written to {}",
+        summary.steps,
+        summary.seconds,
+        summary.first_loss,
+        summary.last_loss,
+        mean_iou,
+        out.join("head.safetensors").display()
+    );
+    Ok(())
+}

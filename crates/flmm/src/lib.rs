@@ -1,0 +1,7 @@
+//! flmm: F-LMM — grounding frozen large multimodal models — as one program.
+//!
+//! This crate is the product layer: training ([`train`]), plotting ([`plot`]) and the CLI in
+//! `main.rs`. The building blocks live in `flmm-nn`, the head in `flmm-head`, datasets in `flmm-data`.
+
+pub mod plot;
+pub mod train;
