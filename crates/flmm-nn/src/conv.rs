@@ -1,14 +1,16 @@
 //! 2-D convolution built on matrix multiplication.
 //!
 //! candle's own `conv2d` is ~8× slower than PyTorch on CPU while its GEMM is fast, so a stride-1
-//! convolution is computed as `out_T[HW, O] = cols_T[HW, C·k·k] · Wᵀ[C·k·k, O]` where `cols_T` holds
-//! each output pixel's zero-padded input patch (im2col, patch-contiguous: the faster GEMM layout).
-//! On CPU this is one custom op with its own backward (the input gradient is skipped when the input
-//! needs none, e.g. the frozen attention fed to the first layer); elsewhere candle's conv is used.
+//! convolution is computed as `out[O, H·W] = W[O, C·k·k] · cols[C·k·k, H·W]`, where row `(c, ky, kx)`
+//! of `cols` is input plane `c` shifted by the tap (im2col, built from contiguous row copies). On CPU
+//! this is one custom op with its own backward: it reuses the forward's `cols` for the weight
+//! gradient and skips the input gradient when the input needs none (e.g. the frozen attention fed to
+//! the first layer). On other devices candle's convolution is used.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// Stride-1 `Conv2d` with square kernel `w: [O, C, k, k]`, zero `padding` on each side, optional `bias: [O]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
@@ -21,8 +23,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
         candle_core::bail!("conv2d: kernel {kh} larger than padded input {h}x{wd}");
     }
     let out = if x.device().is_cpu() {
-        let geometry = Geometry { k: kh, pad: padding };
-        x.contiguous()?.apply_op2(&w.contiguous()?, geometry)?
+        let op = ConvOp { geometry: Geometry { k: kh, pad: padding }, cols: Mutex::new(None) };
+        x.contiguous()?.apply_op2(&w.contiguous()?, op)?
     } else {
         x.conv2d(w, padding, 1, 1, 1)?
     };
@@ -32,7 +34,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
     }
 }
 
-/// Kernel size and padding of a stride-1 convolution; the custom op itself.
+/// Kernel size and padding of a stride-1 convolution.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     k: usize,
@@ -43,34 +45,31 @@ impl Geometry {
     fn out_size(&self, h: usize, w: usize) -> (usize, usize) {
         (h + 2 * self.pad + 1 - self.k, w + 2 * self.pad + 1 - self.k)
     }
+
+    /// For tap offset `d` (0..k) along an axis of input length `len` and output length `out_len`: the
+    /// output range whose input index `o + d − pad` is inside the input.
+    fn valid_range(&self, d: usize, len: usize, out_len: usize) -> std::ops::Range<usize> {
+        let lo = self.pad.saturating_sub(d);
+        let hi = (len + self.pad).saturating_sub(d).min(out_len);
+        lo..hi.max(lo)
+    }
 }
 
-/// `[N, C, H, W]` → `[N, Ho·Wo, C·k·k]`: row `p` holds output pixel `p`'s patch, channel-major then tap.
+/// `[N, C, H, W]` → `[N, C·k·k, Ho·Wo]`; row `(c, ky, kx)` is plane `c` shifted by `(ky − pad, kx − pad)`.
 fn im2col<T: WithDType>(x: &[T], (n, c, h, w): (usize, usize, usize, usize), g: Geometry) -> Vec<T> {
     let (ho, wo) = g.out_size(h, w);
-    let (k, pad) = (g.k, g.pad);
-    let row_len = c * k * k;
-    let mut cols = vec![T::zero(); n * ho * wo * row_len];
-    cols.par_chunks_mut(wo * row_len).enumerate().for_each(|(row_idx, out_row)| {
-        let (b, oy) = (row_idx / ho, row_idx % ho);
-        let img = &x[b * c * h * w..(b + 1) * c * h * w];
-        for ox in 0..wo {
-            let patch = &mut out_row[ox * row_len..(ox + 1) * row_len];
-            for ci in 0..c {
-                let plane = &img[ci * h * w..(ci + 1) * h * w];
-                for ky in 0..k {
-                    let iy = (oy + ky) as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let src = &plane[iy as usize * w..(iy as usize + 1) * w];
-                    let dst = &mut patch[ci * k * k + ky * k..ci * k * k + ky * k + k];
-                    for (kx, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox + kx) as isize - pad as isize;
-                        if ix >= 0 && ix < w as isize {
-                            *d = src[ix as usize];
-                        }
-                    }
+    let taps = g.k * g.k;
+    let mut cols = vec![T::zero(); n * c * taps * ho * wo];
+    cols.par_chunks_mut(taps * ho * wo).enumerate().for_each(|(plane_idx, rows)| {
+        let plane = &x[plane_idx * h * w..(plane_idx + 1) * h * w];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &mut rows[(ky * g.k + kx) * ho * wo..(ky * g.k + kx + 1) * ho * wo];
+                let xs = g.valid_range(kx, w, wo);
+                for oy in g.valid_range(ky, h, ho) {
+                    let iy = oy + ky - g.pad;
+                    let src = &plane[iy * w + xs.start + kx - g.pad..iy * w + xs.end + kx - g.pad];
+                    row[oy * wo + xs.start..oy * wo + xs.end].copy_from_slice(src);
                 }
             }
         }
@@ -78,28 +77,22 @@ fn im2col<T: WithDType>(x: &[T], (n, c, h, w): (usize, usize, usize, usize), g: 
     cols
 }
 
-/// The adjoint of [`im2col`]: sums every patch entry back onto the input pixel it came from.
+/// The adjoint of [`im2col`]: adds every shifted row back onto its input plane.
 fn col2im<T: WithDType>(cols: &[T], (n, c, h, w): (usize, usize, usize, usize), g: Geometry) -> Vec<T> {
     let (ho, wo) = g.out_size(h, w);
-    let (k, pad) = (g.k, g.pad);
-    let row_len = c * k * k;
+    let taps = g.k * g.k;
     let mut x = vec![T::zero(); n * c * h * w];
     x.par_chunks_mut(h * w).enumerate().for_each(|(plane_idx, plane)| {
-        let (b, ci) = (plane_idx / c, plane_idx % c);
-        let img_cols = &cols[b * ho * wo * row_len..(b + 1) * ho * wo * row_len];
-        for ky in 0..k {
-            for kx in 0..k {
-                let col = ci * k * k + ky * k + kx;
-                for oy in 0..ho {
-                    let iy = (oy + ky) as isize - pad as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for ox in 0..wo {
-                        let ix = (ox + kx) as isize - pad as isize;
-                        if ix >= 0 && ix < w as isize {
-                            plane[iy as usize * w + ix as usize] += img_cols[(oy * wo + ox) * row_len + col];
-                        }
+        let rows = &cols[plane_idx * taps * ho * wo..(plane_idx + 1) * taps * ho * wo];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &rows[(ky * g.k + kx) * ho * wo..(ky * g.k + kx + 1) * ho * wo];
+                let xs = g.valid_range(kx, w, wo);
+                for oy in g.valid_range(ky, h, ho) {
+                    let iy = oy + ky - g.pad;
+                    let dst = &mut plane[iy * w + xs.start + kx - g.pad..iy * w + xs.end + kx - g.pad];
+                    for (d, s) in dst.iter_mut().zip(&row[oy * wo + xs.start..oy * wo + xs.end]) {
+                        *d += *s;
                     }
                 }
             }
@@ -127,39 +120,27 @@ macro_rules! dispatch_float {
     };
 }
 
-fn im2col_storage<T: WithDType>(s: &CpuStorage, l: &Layout, g: Geometry) -> Result<(CpuStorage, Shape)> {
-    let dims = l.shape().dims4()?;
-    let (n, c, h, w) = dims;
-    let (ho, wo) = g.out_size(h, w);
-    let cols = im2col(contiguous_slice::<T>(s, l)?, dims, g);
-    Ok((T::to_cpu_storage_owned(cols), Shape::from((n, ho * wo, c * g.k * g.k))))
+/// The convolution op; keeps the forward's `cols` for the backward.
+struct ConvOp {
+    geometry: Geometry,
+    cols: Mutex<Option<Tensor>>,
 }
 
-fn conv_storage<T: WithDType>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, g: Geometry) -> Result<(CpuStorage, Shape)> {
+fn conv_storage<T: WithDType>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &ConvOp) -> Result<(CpuStorage, Shape)> {
+    let g = op.geometry;
     let (n, c, h, w) = l1.shape().dims4()?;
     let (o, _, _, _) = l2.shape().dims4()?;
     let (ho, wo) = g.out_size(h, w);
     let dev = candle_core::Device::Cpu;
-    let cols = Tensor::from_vec(im2col(contiguous_slice::<T>(s1, l1)?, (n, c, h, w), g), (n, ho * wo, c * g.k * g.k), &dev)?;
+    let cols = Tensor::from_vec(im2col(contiguous_slice::<T>(s1, l1)?, (n, c, h, w), g), (n, c * g.k * g.k, ho * wo), &dev)?;
     let weight = Tensor::from_slice(contiguous_slice::<T>(s2, l2)?, (o, c * g.k * g.k), &dev)?;
-    let out = cols.broadcast_matmul(&weight.t()?)?.transpose(1, 2)?.contiguous()?;
+    let out = weight.broadcast_matmul(&cols)?;
+    *op.cols.lock().expect("conv cols lock") = Some(cols);
     let values = out.flatten_all()?.to_vec1::<T>()?;
     Ok((T::to_cpu_storage_owned(values), Shape::from((n, o, ho, wo))))
 }
 
-/// im2col as a forward-only op (used inside the convolution's backward).
-struct Im2Col(Geometry);
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "flmm-im2col"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch_float!(s, im2col_storage, s, l, self.0)
-    }
-}
-
-/// col2im as a forward-only op: `[N, Ho·Wo, C·k·k]` back to `[N, C, H, W]`.
+/// col2im as a forward-only op: `[N, C·k·k, Ho·Wo]` back to `[N, C, H, W]`.
 struct Col2Im {
     geometry: Geometry,
     input_dims: (usize, usize, usize, usize),
@@ -179,25 +160,26 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-impl CustomOp2 for Geometry {
+impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
         "flmm-conv2d"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch_float!(s1, conv_storage, s1, l1, s2, l2, *self)
+        dispatch_float!(s1, conv_storage, s1, l1, s2, l2, self)
     }
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, wd) = x.dims4()?;
         let (o, _, k, _) = w.dims4()?;
-        let (ho, wo) = self.out_size(h, wd);
+        let (ho, wo) = self.geometry.out_size(h, wd);
         let grad = grad.contiguous()?.reshape((n, o, ho * wo))?;
-        let cols = x.contiguous()?.apply_op1_no_bwd(&Im2Col(*self))?;
-        let dw = grad.matmul(&cols)?.sum(0)?.reshape((o, c, k, k))?;
+        let cols = self.cols.lock().expect("conv cols lock").take();
+        let Some(cols) = cols else { candle_core::bail!("conv2d backward ran twice or without a forward") };
+        let dw = grad.matmul(&cols.transpose(1, 2)?)?.sum(0)?.reshape((o, c, k, k))?;
         let dx = if x.track_op() {
-            let dcols = grad.transpose(1, 2)?.broadcast_matmul(&w.reshape((o, c * k * k))?)?;
-            Some(dcols.contiguous()?.apply_op1_no_bwd(&Col2Im { geometry: *self, input_dims: (n, c, h, wd) })?)
+            let dcols = w.reshape((o, c * k * k))?.t()?.broadcast_matmul(&grad)?;
+            Some(dcols.contiguous()?.apply_op1_no_bwd(&Col2Im { geometry: self.geometry, input_dims: (n, c, h, wd) })?)
         } else {
             None
         };
