@@ -38,8 +38,10 @@ impl Default for BlobConfig {
 pub struct BlobSample {
     /// `[C, grid, grid]`, values in [0, 1].
     pub attention: Tensor,
-    /// Row-major `mask_size × mask_size` target, 1 inside the disk.
+    /// Row-major target, 1 inside the disk.
     pub mask: Vec<u8>,
+    /// `(height, width)` of `mask`.
+    pub mask_shape: (usize, usize),
 }
 
 /// Generates the set described by `config`.
@@ -78,7 +80,7 @@ fn sample(config: &BlobConfig, rng: &mut Rng) -> candle_core::Result<BlobSample>
             ((x - cx).powi(2) + (y - cy).powi(2) <= radius * radius) as u8
         })
         .collect();
-    Ok(BlobSample { attention: Tensor::from_vec(values, (config.channels, g, g), &Device::Cpu)?, mask })
+    Ok(BlobSample { attention: Tensor::from_vec(values, (config.channels, g, g), &Device::Cpu)?, mask, mask_shape: (m, m) })
 }
 
 #[cfg(test)]

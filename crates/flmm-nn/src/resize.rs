@@ -68,8 +68,8 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize, align_h: Align, a
     }
     let rw_t = weight_matrix(w, out_w, align_w, x.dtype(), x.device())?.t()?;
     let rh = weight_matrix(h, out_h, align_h, x.dtype(), x.device())?;
-    let x = if w == out_w && is_identity(align_w, w) { x.clone() } else { x.broadcast_matmul(&rw_t)? };
-    if h == out_h && is_identity(align_h, h) {
+    let x = if w == out_w && is_identity(align_w) { x.clone() } else { x.broadcast_matmul(&rw_t)? };
+    if h == out_h && is_identity(align_h) {
         Ok(x)
     } else {
         rh.broadcast_matmul(&x)
@@ -77,7 +77,7 @@ pub fn resize_bilinear(x: &Tensor, out_h: usize, out_w: usize, align_h: Align, a
 }
 
 /// Whether the same-size resize is an identity (it is, except for a non-unit user scale factor).
-fn is_identity(align: Align, _size: usize) -> bool {
+fn is_identity(align: Align) -> bool {
     !matches!(align, Align::HalfPixel { scale_factor: Some(s) } if s != 1.0)
 }
 

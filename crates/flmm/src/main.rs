@@ -84,20 +84,19 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("plotted {n} points of `{key}` to {}", out.display());
             Ok(())
         }
-        other => {
-            let name = match other {
-                Command::Ground => "ground",
-                Command::Eval => "eval",
-                Command::Cache => "cache",
-                Command::Serve => "serve",
-                Command::Chat => "chat",
-                Command::Import => "import",
-                Command::InspectModel => "inspect-model",
-                _ => "attention",
-            };
-            anyhow::bail!("`flmm {name}` is not implemented yet (see the README's status table)")
-        }
+        Command::Ground => not_implemented("ground"),
+        Command::Eval => not_implemented("eval"),
+        Command::Cache => not_implemented("cache"),
+        Command::Serve => not_implemented("serve"),
+        Command::Chat => not_implemented("chat"),
+        Command::Import => not_implemented("import"),
+        Command::InspectModel => not_implemented("inspect-model"),
+        Command::Attention => not_implemented("attention"),
     }
+}
+
+fn not_implemented(name: &str) -> anyhow::Result<()> {
+    anyhow::bail!("`flmm {name}` is not implemented yet (see the README's status table)")
 }
 
 fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool) -> anyhow::Result<()> {

@@ -70,9 +70,10 @@ impl UNetTask {
     }
 
     fn target(&self, index: usize, h: usize, w: usize) -> Result<Tensor> {
-        let mask: Vec<f32> = self.samples[index].mask.iter().map(|&v| v as f32).collect();
-        let side = (mask.len() as f64).sqrt() as usize;
-        let resized = flmm_nn::resize::resize_nearest_plane(&mask, side, side, h, w);
+        let sample = &self.samples[index];
+        let mask: Vec<f32> = sample.mask.iter().map(|&v| v as f32).collect();
+        let (mh, mw) = sample.mask_shape;
+        let resized = flmm_nn::resize::resize_nearest_plane(&mask, mh, mw, h, w);
         Tensor::from_vec(resized, (1, 1, h, w), &Device::Cpu)
     }
 
