@@ -130,23 +130,8 @@ impl ParamStore {
     pub fn assign_from(&self, file: &HashMap<String, Tensor>, path: &Path, prefix: &str) -> Result<Vec<String>, ParamsError> {
         let mut staged = Vec::with_capacity(self.vars.len());
         for (name, var) in &self.vars {
-            let key = format!("{prefix}{name}");
-            let Some(t) = file.get(&key) else {
-                return Err(ParamsError::MissingKey { path: path.to_path_buf(), key, expected: var.shape().clone() });
-            };
-            if t.shape() != var.shape() {
-                return Err(ParamsError::ShapeMismatch {
-                    path: path.to_path_buf(),
-                    key,
-                    found: t.shape().clone(),
-                    expected: var.shape().clone(),
-                });
-            }
-            let t = t.to_dtype(DType::F32).and_then(|t| t.to_device(var.device()));
-            let t = t.map_err(|source| ParamsError::Read { path: path.to_path_buf(), source })?;
-            if !all_finite(&t) {
-                return Err(ParamsError::NonFinite { path: path.to_path_buf(), key });
-            }
+            let t = checked_tensor(file, &format!("{prefix}{name}"), var.shape(), path)?;
+            let t = t.to_device(var.device()).map_err(ParamsError::from_tensor(path))?;
             staged.push((var, t));
         }
         // Only assign once everything checked out: a rejected file leaves the model untouched.
@@ -161,6 +146,27 @@ impl ParamStore {
         unused.sort();
         Ok(unused)
     }
+}
+
+/// The f32 tensor stored under `key`, checked: present, of shape `expected`, all values finite.
+/// `path` only names the source in errors.
+pub fn checked_tensor(file: &HashMap<String, Tensor>, key: &str, expected: &Shape, path: &Path) -> Result<Tensor, ParamsError> {
+    let Some(t) = file.get(key) else {
+        return Err(ParamsError::MissingKey { path: path.to_path_buf(), key: key.into(), expected: expected.clone() });
+    };
+    if t.shape() != expected {
+        return Err(ParamsError::ShapeMismatch {
+            path: path.to_path_buf(),
+            key: key.into(),
+            found: t.shape().clone(),
+            expected: expected.clone(),
+        });
+    }
+    let t = t.to_dtype(DType::F32).map_err(ParamsError::from_tensor(path))?;
+    if !all_finite(&t) {
+        return Err(ParamsError::NonFinite { path: path.to_path_buf(), key: key.into() });
+    }
+    Ok(t)
 }
 
 /// Writes named tensors to a safetensors file atomically.

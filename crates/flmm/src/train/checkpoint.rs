@@ -5,7 +5,7 @@
 
 use super::config::TrainConfig;
 use flmm_nn::optim::AdamW;
-use flmm_nn::params::{save_tensors, ParamStore, ParamsError};
+use flmm_nn::params::{checked_tensor, save_tensors, ParamStore, ParamsError};
 use flmm_nn::rng::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -129,18 +129,10 @@ pub fn load(dir: &Path, params: &ParamStore, opt: &mut AdamW) -> Result<LoopStat
     }
     params.load(&dir.join("params.safetensors"), "")?;
     let moments_path = dir.join("optimizer.safetensors");
-    let mut moment_store = ParamStore::new();
-    for (name, var) in params.iter() {
-        for kind in ["exp_avg", "exp_avg_sq"] {
-            moment_store.insert(format!("{kind}/{name}"), var.as_tensor().zeros_like().map_err(ParamsError::from_tensor(&moments_path))?)
-                .map_err(ParamsError::from_tensor(&moments_path))?;
-        }
-    }
-    moment_store.load(&moments_path, "")?;
-    for (i, name) in params.names().iter().enumerate() {
-        opt.exp_avg[i] = moment_store.get(&format!("exp_avg/{name}")).expect("registered above").as_tensor().copy().map_err(ParamsError::from_tensor(&moments_path))?;
-        opt.exp_avg_sq[i] =
-            moment_store.get(&format!("exp_avg_sq/{name}")).expect("registered above").as_tensor().copy().map_err(ParamsError::from_tensor(&moments_path))?;
+    let moments = candle_core::safetensors::load(&moments_path, &candle_core::Device::Cpu).map_err(ParamsError::from_tensor(&moments_path))?;
+    for (i, (name, var)) in params.iter().enumerate() {
+        opt.exp_avg[i] = checked_tensor(&moments, &format!("exp_avg/{name}"), var.shape(), &moments_path)?;
+        opt.exp_avg_sq[i] = checked_tensor(&moments, &format!("exp_avg_sq/{name}"), var.shape(), &moments_path)?;
     }
     opt.step = state.optimizer_step;
     Ok(state)
