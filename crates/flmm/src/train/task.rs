@@ -40,17 +40,21 @@ pub fn mask_loss(logits: &Tensor, target: &Tensor) -> Result<SampleLoss> {
     let target = target.to_dtype(DType::F32)?.reshape((n, ()))?;
     let bce = bce_with_logits_mean(&flat, &target)?;
     let dice = dice_loss(&flat, &target)?;
-    let pred: Vec<Vec<f32>> = flat.to_vec2()?;
-    let gt: Vec<Vec<f32>> = target.to_vec2()?;
-    let counts: Vec<MaskCounts> =
-        pred.iter().zip(&gt).map(|(p, g)| MaskCounts::new(&binarize_logits(p), &g.iter().map(|v| *v > 0.5).collect::<Vec<_>>())).collect();
-    let (accuracy, aiou) = accuracy_and_aiou(&counts);
+    let (accuracy, aiou) = accuracy_and_aiou(&mask_counts(&flat, &target)?);
     let mut logs = BTreeMap::new();
     logs.insert("loss_mask".into(), bce.to_scalar::<f32>()? as f64);
     logs.insert("loss_dice".into(), dice.to_scalar::<f32>()? as f64);
     logs.insert("accuracy".into(), accuracy);
     logs.insert("aiou".into(), aiou);
     Ok(SampleLoss { loss: (bce + dice)?, logs })
+}
+
+/// Per-mask pixel counts of binarized `logits` against `targets`, both `[N, ...]`.
+pub fn mask_counts(logits: &Tensor, targets: &Tensor) -> Result<Vec<MaskCounts>> {
+    let n = logits.dim(0)?;
+    let pred: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.reshape((n, ()))?.to_vec2()?;
+    let gt: Vec<Vec<f32>> = targets.to_dtype(DType::F32)?.reshape((n, ()))?.to_vec2()?;
+    Ok(pred.iter().zip(&gt).map(|(p, g)| MaskCounts::new(&binarize_logits(p), &g.iter().map(|v| *v > 0.5).collect::<Vec<_>>())).collect())
 }
 
 /// Training the U-Net head alone on attention stacks with target masks.
@@ -83,9 +87,7 @@ impl UNetTask {
             .map(|i| {
                 let logits = self.logits(i, DType::F32)?;
                 let (_, _, h, w) = logits.dims4()?;
-                let pred = binarize_logits(&logits.flatten_all()?.to_vec1()?);
-                let gt: Vec<bool> = self.target(i, h, w)?.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| *v > 0.5).collect();
-                Ok(MaskCounts::new(&pred, &gt))
+                Ok(mask_counts(&logits, &self.target(i, h, w)?)?[0])
             })
             .collect()
     }
