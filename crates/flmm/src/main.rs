@@ -57,8 +57,14 @@ enum Command {
     Chat,
     /// Convert an official F-LMM .pth checkpoint (not implemented yet).
     Import,
-    /// Describe a model directory (not implemented yet).
-    InspectModel,
+    /// Describe a model directory: family, layers × heads, image grids, head channels, dtype, size.
+    InspectModel {
+        /// A Hugging Face layout directory (config.json, *.safetensors, tokenizer.json, preprocessor_config.json).
+        dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Capture word-to-image attention maps (not implemented yet).
     Attention,
 }
@@ -90,9 +96,21 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve => not_implemented("serve"),
         Command::Chat => not_implemented("chat"),
         Command::Import => not_implemented("import"),
-        Command::InspectModel => not_implemented("inspect-model"),
+        Command::InspectModel { dir, json } => inspect_model(&dir, json),
         Command::Attention => not_implemented("attention"),
     }
+}
+
+fn inspect_model(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let model_dir = flmm_lmm::model_dir::ModelDir::open(dir)?;
+    let config = flmm_lmm::config::LlavaConfig::from_file(&model_dir.config)?;
+    let summary = flmm_lmm::summary::summarize(&model_dir, &config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
 }
 
 fn not_implemented(name: &str) -> anyhow::Result<()> {
