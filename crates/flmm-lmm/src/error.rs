@@ -52,6 +52,9 @@ pub enum LmmError {
     /// Tokenizer failure.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The image processor refused the image or its settings.
+    #[error(transparent)]
+    Processor(#[from] crate::processor::ProcessorError),
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -1,6 +1,7 @@
 //! Frozen multimodal backbones: Hugging Face model directories, vision towers, decoders that capture
 //! exact phrase-token → image-token attention rows, image processors and prompt templates.
 
+pub mod backbone;
 pub mod capture;
 pub mod clip;
 pub mod config;

@@ -161,3 +161,27 @@ fn llava15_matches_transformers() {
 fn llava_next_mistral_matches_transformers() {
     check_model("llava_next", Template::Mistral);
 }
+
+/// End to end from the PNG file: loader → processor → prompt from text + phrases → capture → F-LMM priors.
+fn check_end_to_end(model: &str) {
+    let root = fixture_dir(model);
+    let backbone = flmm_lmm::backbone::Backbone::open(&root, DType::F32, &Device::Cpu).unwrap();
+    let image = flmm_data::image_io::load_rgb_image(root.join("../input.png")).unwrap();
+    let phrases: Vec<String> = ["A brown dog", "the green grass", "two red balls"].map(String::from).to_vec();
+    let prepared = backbone.prepare(&image, "A brown dog is sitting on the green grass next to two red balls", &phrases).unwrap();
+    let reference = candle_core::safetensors::load(root.join("reference.safetensors"), &Device::Cpu).unwrap();
+    assert_close("pixel_values from the PNG", &prepared.image.pixel_values, &reference["pixel_values"]);
+    let features = backbone.features(&prepared, &Capture::default()).unwrap();
+    assert_close("priors from the PNG", &features.attention, &reference["priors_mean"]);
+    assert_eq!(features.phrase_hidden.len(), 3);
+}
+
+#[test]
+fn llava15_end_to_end_from_png() {
+    check_end_to_end("llava15");
+}
+
+#[test]
+fn llava_next_end_to_end_from_png() {
+    check_end_to_end("llava_next");
+}
