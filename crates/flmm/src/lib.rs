@@ -3,6 +3,8 @@
 //! This crate is the product layer: training ([`train`]), plotting ([`plot`]) and the CLI in
 //! `main.rs`. The building blocks live in `flmm-nn`, the head in `flmm-head`, datasets in `flmm-data`.
 
+pub mod attention;
+pub mod device;
 pub mod heatmap;
 pub mod plot;
 pub mod train;

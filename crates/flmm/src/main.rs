@@ -65,8 +65,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Capture word-to-image attention maps (not implemented yet).
-    Attention,
+    /// Capture word-to-image attention of phrases: stacks + hidden states (safetensors), JSON, heatmap PNGs.
+    Attention {
+        /// A Hugging Face layout model directory (LLaVA-1.5 or LLaVA-NeXT).
+        #[arg(long)]
+        model: PathBuf,
+        /// The image (PNG or JPEG).
+        #[arg(long)]
+        image: PathBuf,
+        /// The caption; every --phrase must be a span of it.
+        #[arg(long)]
+        text: String,
+        /// A span of the text to ground (repeat for several, in text order).
+        #[arg(long = "phrase", required = true)]
+        phrases: Vec<String>,
+        /// Output directory.
+        #[arg(long, default_value = "runs/attention")]
+        out: PathBuf,
+        /// Merge a phrase's tokens by mean or max.
+        #[arg(long, default_value = "mean")]
+        merge: flmm_lmm::capture::Merge,
+        /// Keep only these decoder layers (comma-separated, ascending).
+        #[arg(long, value_delimiter = ',')]
+        layers: Option<Vec<usize>>,
+        /// Keep only these heads (comma-separated, ascending).
+        #[arg(long, value_delimiter = ',')]
+        heads: Option<Vec<usize>>,
+        /// Compute dtype: f32, bf16 (a 7B model needs it to fit 24 GiB) or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// cpu or cuda:N (CUDA needs a build with --features cuda).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -97,7 +128,22 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat => not_implemented("chat"),
         Command::Import => not_implemented("import"),
         Command::InspectModel { dir, json } => inspect_model(&dir, json),
-        Command::Attention => not_implemented("attention"),
+        Command::Attention { model, image, text, phrases, out, merge, layers, heads, dtype, device } => {
+            let request = flmm::attention::AttentionRequest {
+                model,
+                image,
+                text,
+                phrases,
+                out,
+                capture: flmm_lmm::capture::Capture { layers, heads, merge },
+                dtype: flmm::device::parse_dtype(&dtype)?,
+                device: flmm::device::parse_device(&device)?,
+            };
+            for path in flmm::attention::run(&request)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 
