@@ -284,22 +284,22 @@ impl LlavaConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         let v = &self.vision;
         let t = &self.text;
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!("vision image_size {} is not a multiple of patch_size {}", v.image_size, v.patch_size));
         }
-        if v.num_attention_heads == 0 || v.hidden_size % v.num_attention_heads != 0 {
+        if v.num_attention_heads == 0 || !v.hidden_size.is_multiple_of(v.num_attention_heads) {
             return Err(format!("vision hidden_size {} not divisible by {} heads", v.hidden_size, v.num_attention_heads));
         }
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
             return Err(format!("text hidden_size {} not divisible by {} heads", t.hidden_size, t.num_attention_heads));
         }
-        if t.num_key_value_heads == 0 || t.num_attention_heads % t.num_key_value_heads != 0 {
+        if t.num_key_value_heads == 0 || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
             return Err(format!(
                 "text num_attention_heads {} not a multiple of num_key_value_heads {}",
                 t.num_attention_heads, t.num_key_value_heads
             ));
         }
-        if t.head_dim() % 2 != 0 {
+        if !t.head_dim().is_multiple_of(2) {
             return Err(format!("text head_dim {} must be even for rotary embeddings", t.head_dim()));
         }
         if self.vision_layers_to_run() == 0 {

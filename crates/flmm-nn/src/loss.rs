@@ -57,7 +57,7 @@ mod tests {
     fn gradients_match_finite_differences() {
         let x = sample(&[3, 16], -6.0, 6.0, 51).unwrap();
         let t = sample(&[3, 16], 0.0, 1.0, 52).unwrap().ge(0.5).unwrap().to_dtype(candle_core::DType::F64).unwrap();
-        let r = check(|a| bce_with_logits_mean(&a[0], &t), &[x.clone()], 1e-6, 48).unwrap();
+        let r = check(|a| bce_with_logits_mean(&a[0], &t), std::slice::from_ref(&x), 1e-6, 48).unwrap();
         assert!(r.max_error < 1e-8, "bce {r:?}");
         let r = check(|a| dice_loss(&a[0], &t), &[x], 1e-6, 48).unwrap();
         assert!(r.max_error < 1e-8, "dice {r:?}");

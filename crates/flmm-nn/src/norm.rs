@@ -17,7 +17,7 @@ fn stats_dtype(dtype: DType) -> DType {
 /// exactly as `torch.nn.GroupNorm`.
 pub fn group_norm(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let dims = x.dims().to_vec();
-    if dims.len() < 2 || dims[1] % num_groups != 0 {
+    if dims.len() < 2 || !dims[1].is_multiple_of(num_groups) {
         candle_core::bail!("group_norm: {num_groups} groups do not divide the channels of {dims:?}");
     }
     let (n, c) = (dims[0], dims[1]);

@@ -153,7 +153,7 @@ mod tests {
     fn gradient_matches_finite_differences_both_alignments() {
         let x = sample(&[2, 3, 4, 5], -1.0, 1.0, 31).unwrap();
         for align in [Align::HALF_PIXEL, Align::Corners] {
-            let r = check(|t| weighted_sum(&resize_bilinear(&t[0], 7, 3, align, align)?, 32), &[x.clone()], 1e-6, 40).unwrap();
+            let r = check(|t| weighted_sum(&resize_bilinear(&t[0], 7, 3, align, align)?, 32), std::slice::from_ref(&x), 1e-6, 40).unwrap();
             assert!(r.max_error < 1e-9, "{align:?}: {r:?}");
         }
     }

@@ -157,7 +157,7 @@ impl TrainConfig {
         if o.accumulate == 0 || o.epochs == 0 || o.checkpoint_every == 0 || o.keep_checkpoints == 0 {
             return Err(ConfigError::Invalid("optim.accumulate, epochs, checkpoint_every and keep_checkpoints must be ≥ 1".into()));
         }
-        if !(o.lr > 0.0 && o.lr.is_finite()) || !(0.0..1.0).contains(&o.warmup_fraction) {
+        if !(o.lr > 0.0 && o.lr.is_finite() && (0.0..1.0).contains(&o.warmup_fraction)) {
             return Err(ConfigError::Invalid(format!("need lr > 0 and 0 ≤ warmup_fraction < 1, got {} and {}", o.lr, o.warmup_fraction)));
         }
         Ok(())

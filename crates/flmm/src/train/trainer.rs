@@ -205,7 +205,7 @@ pub fn train(task: &dyn TrainTask, config: &TrainConfig, opts: &TrainOptions) ->
         progress.set_message(format!("loss {loss:.4}"));
         progress.inc(1);
 
-        if state.step % o.checkpoint_every == 0 || state.step == total_steps {
+        if state.step.is_multiple_of(o.checkpoint_every) || state.step == total_steps {
             last_checkpoint = Some(checkpoint::save(&opts.out_dir, &state, task.params(), &opt, o.keep_checkpoints)?);
         }
         if opts.stop_after_step == Some(state.step) {
