@@ -12,6 +12,14 @@ pub enum HeadError {
     /// A parameter file is missing keys, mis-shaped or unreadable.
     #[error(transparent)]
     Params(#[from] flmm_nn::params::ParamsError),
+    /// A checkpoint file is unreadable, or lacks / mis-shapes a key.
+    #[error("{}: {message}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A tensor operation failed.
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),

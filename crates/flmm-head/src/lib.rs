@@ -3,6 +3,7 @@
 //! inside the store; [`unet::CHECKPOINT_PREFIX`] adds it on disk), so released heads load unchanged.
 
 pub mod error;
+pub mod sam;
 pub mod unet;
 
 pub use error::HeadError;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod norm;
 pub mod optim;
 pub mod params;
+pub mod patch_conv;
 pub mod pool;
 pub mod resize;
 pub mod rng;

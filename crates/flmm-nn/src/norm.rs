@@ -40,6 +40,11 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     normalized.broadcast_mul(&w)?.broadcast_add(&b)?.to_dtype(in_dtype)
 }
 
+/// SAM's `LayerNorm2d`: normalizes `x [N, C, H, W]` over channels at every pixel, affine `[C]`.
+pub fn layer_norm_2d(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    layer_norm(&x.permute((0, 2, 3, 1))?, weight, bias, eps)?.permute((0, 3, 1, 2))
+}
+
 /// `(x − mean) / sqrt(var + eps)` along the last dimension, biased variance.
 fn standardize_last_dim(x: &Tensor, eps: f64) -> Result<Tensor> {
     let mean = x.mean_keepdim(D::Minus1)?;
@@ -85,6 +90,20 @@ mod tests {
         let w = sample(&[8], 0.5, 1.5, 7).unwrap();
         let b = sample(&[8], -0.5, 0.5, 8).unwrap();
         let r = check(|t| weighted_sum(&layer_norm(&t[0], &t[1], &t[2], 1e-6)?, 9), &[x, w, b], 1e-6, 30).unwrap();
+        assert!(r.max_error < 1e-7, "{r:?}");
+    }
+
+    #[test]
+    fn layer_norm_2d_normalizes_channels_and_has_gradients() {
+        let x = sample(&[1, 3, 2, 4], -2.0, 2.0, 31).unwrap();
+        let w = sample(&[3], 0.5, 1.5, 32).unwrap();
+        let b = sample(&[3], -0.5, 0.5, 33).unwrap();
+        let ones = Tensor::ones(3, DType::F64, x.device()).unwrap();
+        let zeros = Tensor::zeros(3, DType::F64, x.device()).unwrap();
+        let y = layer_norm_2d(&x, &ones, &zeros, 1e-6).unwrap();
+        let channel_mean = y.mean(1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(channel_mean < 1e-12);
+        let r = check(|t| weighted_sum(&layer_norm_2d(&t[0], &t[1], &t[2], 1e-6)?, 34), &[x, w, b], 1e-6, 24).unwrap();
         assert!(r.max_error < 1e-7, "{r:?}");
     }
 }

@@ -20,11 +20,20 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The deterministic weights of `tools/fixtures/common.py`, bit-exact: element `i` of `key` is
-/// `s = 2·u − 1` with `u = (splitmix64(fnv1a64(key) + i) >> 40) / 2^24`, scaled by the key's rule.
+/// `s_i = 2·u_i − 1` for `i < n`, with `u_i = (splitmix64(fnv1a64(key) + i) >> 40) / 2^24` (f64).
+fn signed_uniforms(key: &str, n: usize) -> impl Iterator<Item = f64> {
+    let base = fnv1a64(key);
+    (0..n as u64).map(move |i| 2.0 * ((splitmix64(base.wrapping_add(i)) >> 40) as f64 / (1u64 << 24) as f64) - 1.0)
+}
+
+fn tensor_of(values: impl Iterator<Item = f64>, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values.map(|v| v as f32).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
+/// The deterministic U-Net weights of `tools/fixtures/common.py` (`param_values`), bit-exact.
 pub fn fixture_weight(key: &str, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    let scale_and_offset = if key.ends_with("conv.weight") || key == "mask_head.conv_seg.weight" {
+    let (scale, offset) = if key.ends_with("conv.weight") || key == "mask_head.conv_seg.weight" {
         let fan_out = (shape[0] * shape[2] * shape[3]) as f64;
         (3.0f64.sqrt() * (2.0 / fan_out).sqrt(), 0.0)
     } else if key.ends_with("gn.weight") {
@@ -34,16 +43,34 @@ pub fn fixture_weight(key: &str, shape: &[usize]) -> Tensor {
     } else {
         panic!("no fixture rule for {key}")
     };
-    let base = fnv1a64(key);
-    let values: Vec<f32> = (0..n as u64)
-        .map(|i| {
-            let u = (splitmix64(base.wrapping_add(i)) >> 40) as f64 / (1u64 << 24) as f64;
-            let s = 2.0 * u - 1.0;
-            let (scale, offset) = scale_and_offset;
-            (if offset != 0.0 { offset + scale * s } else { s * scale }) as f32
-        })
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    tensor_of(signed_uniforms(key, n).map(|s| if offset != 0.0 { offset + scale * s } else { s * scale }), shape)
+}
+
+/// The deterministic SAM / MobileSAM weights of `tools/fixtures/common.py` (`sam_param_values`),
+/// bit-exact; `None` for integer buffers (`num_batches_tracked`).
+#[allow(dead_code)]
+pub fn sam_fixture_weight(key: &str, shape: &[usize]) -> Option<Tensor> {
+    const EMBEDDINGS: [&str; 6] =
+        ["point_embeddings", "not_a_point_embed", "no_mask_embed", "iou_token", "mask_tokens", "positional_encoding_gaussian_matrix"];
+    let n: usize = shape.iter().product();
+    let (offset, scale) = if key.ends_with("num_batches_tracked") {
+        return None;
+    } else if key.ends_with("running_var") {
+        (1.0, 0.25)
+    } else if key.ends_with("running_mean") {
+        (0.0, 0.1)
+    } else if EMBEDDINGS.iter().any(|p| key.contains(p)) {
+        (0.0, 1.0)
+    } else if key.contains("pos_embed") || key.contains("rel_pos") || key.contains("attention_biases") || key.ends_with(".bias") {
+        (0.0, 0.1)
+    } else if key.ends_with(".weight") && shape.len() == 1 {
+        (1.0, 0.1)
+    } else if key.ends_with(".weight") && shape.len() >= 2 {
+        (0.0, (3.0 / shape[1..].iter().product::<usize>() as f64).sqrt())
+    } else {
+        panic!("no SAM fixture rule for {key}")
+    };
+    Some(tensor_of(signed_uniforms(key, n).map(|s| if offset != 0.0 { offset + scale * s } else { s * scale }), shape))
 }
 
 /// Fixture weights for every `(key, shape)`.

@@ -1,0 +1,96 @@
+//! SAM checkpoint tensors by key: official `.pth` files (PyTorch zip format), safetensors conversions,
+//! or an in-memory map (tests). Every lookup checks the shape and names the key and file on failure.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::HeadError;
+
+/// All tensors of a SAM / MobileSAM checkpoint, in f32 on the CPU.
+pub struct SamWeights {
+    tensors: HashMap<String, Tensor>,
+    source: PathBuf,
+}
+
+impl SamWeights {
+    /// Reads `path`: `.safetensors`, or a `torch.save` zip archive (`.pth` / `.pt`). A legacy (non-zip)
+    /// pickle is refused with the command that converts it.
+    pub fn load(path: &Path) -> Result<Self, HeadError> {
+        let bad = |message: String| HeadError::Checkpoint { path: path.to_path_buf(), message };
+        let mut magic = [0u8; 4];
+        {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+            f.read_exact(&mut magic).map_err(|e| bad(format!("cannot read: {e}")))?;
+        }
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let tensors = if is_safetensors {
+            candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?
+        } else if &magic == b"PK\x03\x04" {
+            let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| bad(format!("cannot read the PyTorch archive: {e}")))?;
+            let mut map = HashMap::new();
+            for name in pth.tensor_infos().keys() {
+                if let Some(t) = pth.get(name).map_err(|e| bad(format!("tensor {name}: {e}")))? {
+                    map.insert(name.clone(), t);
+                }
+            }
+            map
+        } else {
+            return Err(bad(
+                "not a zip-format PyTorch checkpoint (a legacy pickle?); convert it with \
+                 python -c \"import torch; torch.save(torch.load('IN', map_location='cpu'), 'OUT', _use_new_zipfile_serialization=True)\""
+                    .into(),
+            ));
+        };
+        Self::from_map(tensors, path)
+    }
+
+    /// Wraps tensors already in memory; `source` names them in errors.
+    pub fn from_map(tensors: HashMap<String, Tensor>, source: &Path) -> Result<Self, HeadError> {
+        let tensors = tensors
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if t.dtype().is_float() { t.to_dtype(DType::F32)? } else { t };
+                Ok((k, t))
+            })
+            .collect::<Result<_, HeadError>>()?;
+        Ok(Self { tensors, source: source.to_path_buf() })
+    }
+
+    /// Where the tensors came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Whether `key` exists.
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// The shape of `key`, if present.
+    pub fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        self.tensors.get(key).map(|t| t.dims().to_vec())
+    }
+
+    /// All keys.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.tensors.keys()
+    }
+
+    /// The tensor `key`, which must have `shape`.
+    pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor, HeadError> {
+        let t = self.tensors.get(key).ok_or_else(|| HeadError::Checkpoint {
+            path: self.source.clone(),
+            message: format!("missing key {key} (expected shape {shape:?})"),
+        })?;
+        if t.dims() != shape {
+            return Err(HeadError::Checkpoint {
+                path: self.source.clone(),
+                message: format!("key {key} has shape {:?}, expected {shape:?}", t.dims()),
+            });
+        }
+        Ok(t.clone())
+    }
+}
