@@ -1,6 +1,14 @@
 //! Segment Anything: image encoders (ViT-B/L/H, MobileSAM's TinyViT), prompt encoder, mask decoder, and
 //! F-LMM's refiner that prompts SAM with a box, the U-Net mask and text tokens.
 
+pub mod image_encoder;
+pub mod mask_decoder;
+pub mod model;
+pub mod parts;
+pub mod preprocess;
+pub mod prompt_encoder;
+pub mod refiner;
 pub mod weights;
 
+pub use model::{ImageEncoder, Sam};
 pub use weights::SamWeights;
