@@ -74,9 +74,11 @@ impl ParamStore {
         Self::default()
     }
 
-    /// Registers `value` (converted to f32 master weights) under `name` and returns its variable.
+    /// Registers `value` under `name` and returns its variable. Master weights are f32; f64 values stay
+    /// f64 (finite-difference gradient checks run in f64).
     pub fn insert(&mut self, name: impl Into<String>, value: Tensor) -> candle_core::Result<Var> {
-        let var = Var::from_tensor(&value.to_dtype(DType::F32)?)?;
+        let dtype = if value.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+        let var = Var::from_tensor(&value.to_dtype(dtype)?)?;
         self.vars.insert(name.into(), var.clone());
         Ok(var)
     }

@@ -157,6 +157,11 @@ impl ImageEncoderVit {
         })
     }
 
+    /// The patch-embedding weight and the absolute positions: enough to tell encoders apart.
+    pub fn fingerprint_tensors(&self) -> Vec<&Tensor> {
+        vec![&self.patch_weight, &self.pos_embed]
+    }
+
     /// The configuration.
     pub fn config(&self) -> &VitConfig {
         &self.config

@@ -1,6 +1,7 @@
 //! Segment Anything: image encoders (ViT-B/L/H, MobileSAM's TinyViT), prompt encoder, mask decoder, and
 //! F-LMM's refiner that prompts SAM with a box, the U-Net mask and text tokens.
 
+pub mod cache;
 pub mod image_encoder;
 pub mod mask_decoder;
 pub mod model;

@@ -36,6 +36,13 @@ impl ImageEncoder {
         }
     }
 
+    /// Small tensors that identify the encoder's weights (see [`Sam::model_id`]).
+    pub fn fingerprint_tensors(&self) -> Vec<&Tensor> {
+        match self {
+            ImageEncoder::Vit(v) => v.fingerprint_tensors(),
+        }
+    }
+
     /// A short name: `vit_b`, `vit_l`, `vit_h` or `vit(<dim>)`.
     pub fn variant(&self) -> String {
         match self {
@@ -67,17 +74,22 @@ impl Sam {
         Self::from_weights(&SamWeights::load(path)?)
     }
 
-    /// Builds SAM from checkpoint tensors with the official key names.
+    /// Builds SAM from checkpoint tensors with the official key names, the variant read off the shapes.
     pub fn from_weights(w: &SamWeights) -> Result<Self, HeadError> {
         let config = VitConfig::detect(w, "image_encoder")?;
-        let image_encoder = ImageEncoder::Vit(ImageEncoderVit::load(w, "image_encoder", &config)?);
+        let decoder = MaskDecoderConfig { dim: config.out_chans, ..Default::default() };
+        Self::build(w, &config, decoder)
+    }
+
+    /// Builds SAM with explicit configurations (e.g. from synthetic weights).
+    pub fn build(w: &SamWeights, vit: &VitConfig, decoder: MaskDecoderConfig) -> Result<Self, HeadError> {
+        let image_encoder = ImageEncoder::Vit(ImageEncoderVit::load(w, "image_encoder", vit)?);
         let mut params = ParamStore::new();
-        let grid = config.grid();
-        let dim = config.out_chans;
+        let grid = vit.grid();
         let mut src = TensorSource::Trainable(w, &mut params);
         let prompt_encoder =
-            PromptEncoder::load(&mut src, "prompt_encoder", dim, (grid, grid), (config.img_size, config.img_size), 16)?;
-        let mask_decoder = MaskDecoder::load(&mut src, "mask_decoder", MaskDecoderConfig { dim, ..Default::default() })?;
+            PromptEncoder::load(&mut src, "prompt_encoder", decoder.dim, (grid, grid), (vit.img_size, vit.img_size), 16)?;
+        let mask_decoder = MaskDecoder::load(&mut src, "mask_decoder", decoder)?;
         Ok(Self { image_encoder, prompt_encoder, mask_decoder, params })
     }
 }

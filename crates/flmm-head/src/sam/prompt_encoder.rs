@@ -82,7 +82,7 @@ impl PromptEncoder {
 
     /// `[n, 2]` coordinates already divided by the frame size → `[n, C]` Fourier features.
     fn fourier(&self, unit_coords: &Tensor) -> Result<Tensor, HeadError> {
-        let c = ((unit_coords * 2.0)? - 1.0)?.matmul(&self.gaussian)?;
+        let c = ((unit_coords.to_dtype(self.gaussian.dtype())? * 2.0)? - 1.0)?.matmul(&self.gaussian)?;
         let c = (c * (2.0 * std::f64::consts::PI))?;
         Ok(Tensor::cat(&[&c.sin()?, &c.cos()?], 1)?)
     }

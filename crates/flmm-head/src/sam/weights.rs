@@ -8,9 +8,14 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::HeadError;
 
-/// All tensors of a SAM / MobileSAM checkpoint, in f32 on the CPU.
+/// Makes the tensor of a key with a shape (synthetic weights for tests and benchmarks).
+pub type WeightGenerator = Box<dyn Fn(&str, &[usize]) -> Tensor>;
+
+/// All tensors of a SAM / MobileSAM checkpoint (f32 on the CPU when read from a file), or a generator
+/// that makes any requested tensor.
 pub struct SamWeights {
     tensors: HashMap<String, Tensor>,
+    generator: Option<WeightGenerator>,
     source: PathBuf,
 }
 
@@ -44,11 +49,6 @@ impl SamWeights {
                     .into(),
             ));
         };
-        Self::from_map(tensors, path)
-    }
-
-    /// Wraps tensors already in memory; `source` names them in errors.
-    pub fn from_map(tensors: HashMap<String, Tensor>, source: &Path) -> Result<Self, HeadError> {
         let tensors = tensors
             .into_iter()
             .map(|(k, t)| {
@@ -56,7 +56,18 @@ impl SamWeights {
                 Ok((k, t))
             })
             .collect::<Result<_, HeadError>>()?;
-        Ok(Self { tensors, source: source.to_path_buf() })
+        Ok(Self::from_map(tensors, path))
+    }
+
+    /// Wraps tensors already in memory (dtypes kept); `source` names them in errors.
+    pub fn from_map(tensors: HashMap<String, Tensor>, source: &Path) -> Self {
+        Self { tensors, generator: None, source: source.to_path_buf() }
+    }
+
+    /// Synthetic weights: every key exists and `generator(key, shape)` makes its tensor. Shape-based
+    /// detection needs real tensors, so build models from these with explicit configurations.
+    pub fn synthetic(generator: WeightGenerator) -> Self {
+        Self { tensors: HashMap::new(), generator: Some(generator), source: PathBuf::from("<synthetic weights>") }
     }
 
     /// Where the tensors came from.
@@ -81,6 +92,9 @@ impl SamWeights {
 
     /// The tensor `key`, which must have `shape`.
     pub fn get(&self, key: &str, shape: &[usize]) -> Result<Tensor, HeadError> {
+        if let Some(generate) = &self.generator {
+            return Ok(generate(key, shape));
+        }
         let t = self.tensors.get(key).ok_or_else(|| HeadError::Checkpoint {
             path: self.source.clone(),
             message: format!("missing key {key} (expected shape {shape:?})"),
