@@ -31,6 +31,7 @@ fn tensor_of(values: impl Iterator<Item = f64>, shape: &[usize]) -> Tensor {
 }
 
 /// The deterministic U-Net weights of `tools/fixtures/common.py` (`param_values`), bit-exact.
+#[allow(dead_code)]
 pub fn fixture_weight(key: &str, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let (scale, offset) = if key.ends_with("conv.weight") || key == "mask_head.conv_seg.weight" {
@@ -74,11 +75,13 @@ pub fn sam_fixture_weight(key: &str, shape: &[usize]) -> Option<Tensor> {
 }
 
 /// Fixture weights for every `(key, shape)`.
+#[allow(dead_code)]
 pub fn fixture_weights(keys: &[(String, Vec<usize>)]) -> HashMap<String, Tensor> {
     keys.iter().map(|(k, s)| (k.clone(), fixture_weight(k, s))).collect()
 }
 
 /// `max |a − b| / max(1, max |b|)`.
+#[allow(dead_code)]
 pub fn relative_max_error(a: &Tensor, b: &Tensor) -> f64 {
     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap() as f64;
     let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0) as f64;
