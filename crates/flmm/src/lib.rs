@@ -7,4 +7,5 @@ pub mod attention;
 pub mod device;
 pub mod heatmap;
 pub mod plot;
+pub mod sam_cmd;
 pub mod train;

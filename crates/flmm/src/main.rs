@@ -55,6 +55,30 @@ enum Command {
     Serve,
     /// Grounded conversation (not implemented yet).
     Chat,
+    /// Promptable segmentation with a SAM checkpoint: mask PNG(s), overlay, raw logits.
+    Sam {
+        /// sam_vit_{b,l,h}_*.pth, mobile_sam.pt, or a safetensors conversion.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The image (PNG or JPEG).
+        #[arg(long)]
+        image: PathBuf,
+        /// Box prompt x0,y0,x1,y1 in image pixels.
+        #[arg(long = "box", value_parser = flmm::sam_cmd::parse_box)]
+        bbox: Option<[f32; 4]>,
+        /// Point prompt x,y[,label] in image pixels (label 1 foreground, 0 background); repeatable.
+        #[arg(long = "point", value_parser = flmm::sam_cmd::parse_point)]
+        points: Vec<(f32, f32, i32)>,
+        /// Write SAM's three candidate masks instead of one.
+        #[arg(long)]
+        multimask: bool,
+        /// Cache image embeddings in this directory (keyed by image content and encoder weights).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "runs/sam")]
+        out: PathBuf,
+    },
     /// Convert an official F-LMM .pth checkpoint (not implemented yet).
     Import,
     /// Describe a model directory: family, layers × heads, image grids, head channels, dtype, size.
@@ -127,6 +151,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve => not_implemented("serve"),
         Command::Chat => not_implemented("chat"),
         Command::Import => not_implemented("import"),
+        Command::Sam { checkpoint, image, bbox, points, multimask, cache, out } => {
+            let request = flmm::sam_cmd::SamRequest { checkpoint, image, bbox, points, multimask, cache, out };
+            for path in flmm::sam_cmd::run(&request)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::InspectModel { dir, json } => inspect_model(&dir, json),
         Command::Attention { model, image, text, phrases, out, merge, layers, heads, dtype, device } => {
             let request = flmm::attention::AttentionRequest {

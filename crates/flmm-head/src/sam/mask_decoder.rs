@@ -79,6 +79,22 @@ impl Default for MaskDecoderConfig {
     }
 }
 
+impl MaskDecoderConfig {
+    /// Reads width, depth, MLP width and mask-token count off checkpoint shapes under `prefix`; the
+    /// head count is not visible in shapes and stays SAM's 8.
+    pub fn detect(w: &crate::sam::SamWeights, prefix: &str) -> Result<Self, HeadError> {
+        let bad = |message: String| HeadError::Checkpoint { path: w.source().to_path_buf(), message };
+        let shape = |key: String| w.shape_of(&key).ok_or_else(|| bad(format!("missing key {key}")));
+        let tokens = shape(format!("{prefix}.mask_tokens.weight"))?;
+        let lin1 = shape(format!("{prefix}.transformer.layers.0.mlp.lin1.weight"))?;
+        let depth = (0..).take_while(|i| w.contains(&format!("{prefix}.transformer.layers.{i}.norm1.weight"))).count();
+        if tokens.len() != 2 || tokens[0] < 1 || lin1.len() != 2 {
+            return Err(bad(format!("{prefix}.mask_tokens.weight {tokens:?} is not a SAM mask decoder")));
+        }
+        Ok(Self { dim: tokens[1], depth, heads: 8, mlp_dim: lin1[0], multimask_outputs: tokens[0] - 1 })
+    }
+}
+
 /// The decoder.
 pub struct MaskDecoder {
     config: MaskDecoderConfig,

@@ -77,7 +77,13 @@ impl Sam {
     /// Builds SAM from checkpoint tensors with the official key names, the variant read off the shapes.
     pub fn from_weights(w: &SamWeights) -> Result<Self, HeadError> {
         let config = VitConfig::detect(w, "image_encoder")?;
-        let decoder = MaskDecoderConfig { dim: config.out_chans, ..Default::default() };
+        let decoder = MaskDecoderConfig::detect(w, "mask_decoder")?;
+        if decoder.dim != config.out_chans {
+            return Err(HeadError::Checkpoint {
+                path: w.source().to_path_buf(),
+                message: format!("mask decoder width {} differs from the image encoder's {} output channels", decoder.dim, config.out_chans),
+            });
+        }
         Self::build(w, &config, decoder)
     }
 
