@@ -7,7 +7,7 @@ use flmm_head::sam::image_encoder::VitConfig;
 use flmm_head::sam::mask_decoder::MaskDecoderConfig;
 use flmm_head::sam::preprocess::SamGeometry;
 use flmm_head::sam::refiner::refine;
-use flmm_head::sam::{Sam, SamWeights};
+use flmm_head::sam::{EncoderConfig, Sam, SamWeights};
 use flmm_nn::gradcheck::{check, sample, weighted_sum};
 
 const DECODER_WEIGHT: &str = "mask_decoder.output_hypernetworks_mlps.0.layers.2.weight";
@@ -30,7 +30,7 @@ fn tiny_sam(override_weight: Option<Tensor>) -> Sam {
     }));
     let vit = VitConfig { img_size: 64, patch_size: 16, embed_dim: 16, depth: 1, heads: 2, global_blocks: vec![0], window: 0, out_chans: 32 };
     let decoder = MaskDecoderConfig { dim: 32, depth: 2, heads: 4, mlp_dim: 64, multimask_outputs: 3 };
-    Sam::build(&weights, &vit, decoder).unwrap()
+    Sam::build(&weights, &EncoderConfig::Vit(vit), decoder).unwrap()
 }
 
 #[test]

@@ -113,10 +113,10 @@ fn flmm_refiner_and_its_gradients_match() {
     let texts: Vec<Var> = (0..2).map(|k| Var::from_tensor(&f.t[&format!("refiner.text_embeds.{k}")]).unwrap()).collect();
     let dense = dense_prompts(&f.sam, logits.as_tensor(), &g).unwrap();
     let boxes = box_prompts(logits.as_tensor(), &g).unwrap();
-    for k in 0..2 {
+    for (k, b) in boxes.iter().enumerate() {
         close(&format!("refiner.{k}.dense_prompt"), &dense.narrow(0, k, 1).unwrap(), &f.t[&format!("refiner.{k}.dense_prompt")], 1e-4);
         let want = f.t[&format!("refiner.{k}.box")].flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        assert_eq!(boxes[k].to_vec(), want, "box {k}");
+        assert_eq!(b.to_vec(), want, "box {k}");
     }
     let text_tensors: Vec<Tensor> = texts.iter().map(|v| v.as_tensor().clone()).collect();
     let refined = refine(&f.sam, &f.t["image_embeddings"], &g, logits.as_tensor(), Some(&text_tensors)).unwrap();

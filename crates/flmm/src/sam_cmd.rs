@@ -97,13 +97,13 @@ pub fn run(req: &SamRequest) -> anyhow::Result<Vec<PathBuf>> {
     let count = masks.dim(0)?;
     let mut best = (0, f32::NEG_INFINITY);
     let iou = pred.iou.flatten_all()?.to_vec1::<f32>()?;
-    for k in 0..count {
+    for (k, &score) in iou.iter().enumerate().take(count) {
         let name = if count == 1 { "mask.png".to_string() } else { format!("mask_{k}.png") };
         let path = req.out.join(name);
         write_mask(&masks.get(k)?, &path)?;
         written.push(path);
-        if iou[k] > best.1 {
-            best = (k, iou[k]);
+        if score > best.1 {
+            best = (k, score);
         }
     }
     let overlay = req.out.join("overlay.png");

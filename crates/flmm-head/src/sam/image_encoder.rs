@@ -68,7 +68,7 @@ impl VitConfig {
         let mut head_dim = 0;
         for i in 0..depth {
             let rel = shape(format!("{prefix}.blocks.{i}.attn.rel_pos_h"))?;
-            let side = (rel[0] + 1) / 2;
+            let side = rel[0].div_ceil(2);
             head_dim = rel[1];
             if side == grid {
                 global_blocks.push(i);
@@ -242,7 +242,7 @@ fn relative_table(rel: &Tensor, size: usize) -> Result<Tensor, HeadError> {
     if rel.dim(0)? != 2 * size - 1 {
         return Err(HeadError::InvalidInput(format!(
             "relative positions for {} cells, attention over {size}; resizing them is not supported",
-            (rel.dim(0)? + 1) / 2
+            rel.dim(0)?.div_ceil(2)
         )));
     }
     let idx: Vec<u32> = (0..size).flat_map(|q| (0..size).map(move |k| (q + size - 1 - k) as u32)).collect();

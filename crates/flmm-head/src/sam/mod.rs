@@ -9,7 +9,9 @@ pub mod parts;
 pub mod preprocess;
 pub mod prompt_encoder;
 pub mod refiner;
+pub mod tiny_vit;
 pub mod weights;
 
-pub use model::{ImageEncoder, Sam};
+pub use model::{EncoderConfig, ImageEncoder, Sam};
+pub use tiny_vit::{TinyViT, TinyVitConfig};
 pub use weights::SamWeights;

@@ -13,12 +13,51 @@ use crate::sam::mask_decoder::{MaskDecoder, MaskDecoderConfig};
 use crate::sam::parts::TensorSource;
 use crate::sam::preprocess::SamGeometry;
 use crate::sam::prompt_encoder::{PromptEncoder, Prompts};
+use crate::sam::tiny_vit::{TinyViT, TinyVitConfig};
 use crate::sam::weights::SamWeights;
 
 /// The image encoders SAM comes with.
 pub enum ImageEncoder {
     /// SAM's ViT (B, L or H).
     Vit(ImageEncoderVit),
+    /// MobileSAM's TinyViT.
+    TinyVit(Box<TinyViT>),
+}
+
+/// Which image encoder a checkpoint holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncoderConfig {
+    /// SAM's ViT.
+    Vit(VitConfig),
+    /// MobileSAM's TinyViT.
+    TinyVit(TinyVitConfig),
+}
+
+impl EncoderConfig {
+    /// Reads the encoder kind and configuration off checkpoint shapes under `prefix`.
+    pub fn detect(w: &SamWeights, prefix: &str) -> Result<Self, HeadError> {
+        if w.contains(&format!("{prefix}.patch_embed.seq.0.c.weight")) {
+            Ok(Self::TinyVit(TinyVitConfig::detect(w, prefix)?))
+        } else {
+            Ok(Self::Vit(VitConfig::detect(w, prefix)?))
+        }
+    }
+
+    /// Square input side.
+    pub fn img_size(&self) -> usize {
+        match self {
+            Self::Vit(c) => c.img_size,
+            Self::TinyVit(c) => c.img_size,
+        }
+    }
+
+    /// Channels of the image embedding.
+    pub fn out_chans(&self) -> usize {
+        match self {
+            Self::Vit(c) => c.out_chans,
+            Self::TinyVit(c) => c.neck_dim,
+        }
+    }
 }
 
 impl ImageEncoder {
@@ -26,6 +65,7 @@ impl ImageEncoder {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, HeadError> {
         match self {
             ImageEncoder::Vit(v) => v.forward(x),
+            ImageEncoder::TinyVit(v) => v.forward(x),
         }
     }
 
@@ -33,6 +73,7 @@ impl ImageEncoder {
     pub fn input_size(&self) -> usize {
         match self {
             ImageEncoder::Vit(v) => v.config().img_size,
+            ImageEncoder::TinyVit(v) => v.config().img_size,
         }
     }
 
@@ -40,10 +81,11 @@ impl ImageEncoder {
     pub fn fingerprint_tensors(&self) -> Vec<&Tensor> {
         match self {
             ImageEncoder::Vit(v) => v.fingerprint_tensors(),
+            ImageEncoder::TinyVit(v) => v.fingerprint_tensors(),
         }
     }
 
-    /// A short name: `vit_b`, `vit_l`, `vit_h` or `vit(<dim>)`.
+    /// A short name: `vit_b`, `vit_l`, `vit_h`, `vit(<dim>)` or `tiny_vit`.
     pub fn variant(&self) -> String {
         match self {
             ImageEncoder::Vit(v) => match v.config().embed_dim {
@@ -52,6 +94,7 @@ impl ImageEncoder {
                 1280 => "vit_h".into(),
                 d => format!("vit({d})"),
             },
+            ImageEncoder::TinyVit(_) => "tiny_vit".into(),
         }
     }
 }
@@ -76,25 +119,28 @@ impl Sam {
 
     /// Builds SAM from checkpoint tensors with the official key names, the variant read off the shapes.
     pub fn from_weights(w: &SamWeights) -> Result<Self, HeadError> {
-        let config = VitConfig::detect(w, "image_encoder")?;
+        let config = EncoderConfig::detect(w, "image_encoder")?;
         let decoder = MaskDecoderConfig::detect(w, "mask_decoder")?;
-        if decoder.dim != config.out_chans {
+        if decoder.dim != config.out_chans() {
             return Err(HeadError::Checkpoint {
                 path: w.source().to_path_buf(),
-                message: format!("mask decoder width {} differs from the image encoder's {} output channels", decoder.dim, config.out_chans),
+                message: format!("mask decoder width {} differs from the image encoder's {} output channels", decoder.dim, config.out_chans()),
             });
         }
         Self::build(w, &config, decoder)
     }
 
     /// Builds SAM with explicit configurations (e.g. from synthetic weights).
-    pub fn build(w: &SamWeights, vit: &VitConfig, decoder: MaskDecoderConfig) -> Result<Self, HeadError> {
-        let image_encoder = ImageEncoder::Vit(ImageEncoderVit::load(w, "image_encoder", vit)?);
+    pub fn build(w: &SamWeights, encoder: &EncoderConfig, decoder: MaskDecoderConfig) -> Result<Self, HeadError> {
+        let image_encoder = match encoder {
+            EncoderConfig::Vit(c) => ImageEncoder::Vit(ImageEncoderVit::load(w, "image_encoder", c)?),
+            EncoderConfig::TinyVit(c) => ImageEncoder::TinyVit(Box::new(TinyViT::load(w, "image_encoder", c)?)),
+        };
         let mut params = ParamStore::new();
-        let grid = vit.grid();
+        let size = encoder.img_size();
+        let grid = size / 16;
         let mut src = TensorSource::Trainable(w, &mut params);
-        let prompt_encoder =
-            PromptEncoder::load(&mut src, "prompt_encoder", decoder.dim, (grid, grid), (vit.img_size, vit.img_size), 16)?;
+        let prompt_encoder = PromptEncoder::load(&mut src, "prompt_encoder", decoder.dim, (grid, grid), (size, size), 16)?;
         let mask_decoder = MaskDecoder::load(&mut src, "mask_decoder", decoder)?;
         Ok(Self { image_encoder, prompt_encoder, mask_decoder, params })
     }
