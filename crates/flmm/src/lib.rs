@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod device;
 pub mod heatmap;
+pub mod import;
 pub mod plot;
 pub mod sam_cmd;
 pub mod train;

@@ -79,8 +79,38 @@ enum Command {
         #[arg(long, default_value = "runs/sam")]
         out: PathBuf,
     },
-    /// Convert an official F-LMM .pth checkpoint (not implemented yet).
-    Import,
+    /// Convert a released F-LMM .pth head to flmm's format (safetensors + JSON), checking every shape.
+    Import {
+        /// The official checkpoint (torch.save zip: mask_head.*, sam.model.*, text_proj.*, text_layer_weights).
+        checkpoint: PathBuf,
+        /// The backbone the head was trained on (a model directory): gives L, H, d and the channel order.
+        #[arg(long, conflicts_with_all = ["layers", "heads", "hidden"])]
+        model: Option<PathBuf>,
+        /// Decoder layers L (instead of --model).
+        #[arg(long, requires_all = ["heads", "hidden"])]
+        layers: Option<usize>,
+        /// Attention heads H (instead of --model).
+        #[arg(long)]
+        heads: Option<usize>,
+        /// Decoder width d (instead of --model).
+        #[arg(long)]
+        hidden: Option<usize>,
+        /// Coarse + fine attention stacks (LLaVA-NeXT, MGM-HD): U-Net input is 2·L·H (with --layers).
+        #[arg(long)]
+        coarse_fine: bool,
+        /// U-Net base width of the checkpoint (64 in every released head).
+        #[arg(long, default_value_t = 64)]
+        unet_base_channels: usize,
+        /// SAM prompt width of the checkpoint (256 in every SAM).
+        #[arg(long, default_value_t = 256)]
+        sam_dim: usize,
+        /// SAM mask-decoder MLP width of the checkpoint (2048 in every SAM).
+        #[arg(long, default_value_t = 2048)]
+        sam_mlp_dim: usize,
+        /// Output head file (a .json sidecar is written beside it).
+        #[arg(long, default_value = "head.safetensors")]
+        out: PathBuf,
+    },
     /// Describe a model directory: family, layers × heads, image grids, head channels, dtype, size.
     InspectModel {
         /// A Hugging Face layout directory (config.json, *.safetensors, tokenizer.json, preprocessor_config.json).
@@ -150,7 +180,35 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Cache => not_implemented("cache"),
         Command::Serve => not_implemented("serve"),
         Command::Chat => not_implemented("chat"),
-        Command::Import => not_implemented("import"),
+        Command::Import { checkpoint, model, layers, heads, hidden, coarse_fine, unet_base_channels, sam_dim, sam_mlp_dim, out } => {
+            let (mut shape, order, backbone) = match (&model, layers, heads, hidden) {
+                (Some(dir), _, _, _) => {
+                    let model_dir = flmm_lmm::model_dir::ModelDir::open(dir)?;
+                    let config = flmm_lmm::config::LlavaConfig::from_file(&model_dir.config)?;
+                    let t = &config.text;
+                    let order = match config.family {
+                        flmm_lmm::config::Family::Llava15 => "layer*H + head".to_string(),
+                        flmm_lmm::config::Family::LlavaNext => "coarse (layer*H + head), then fine (L*H + layer*H + head)".to_string(),
+                    };
+                    (flmm::import::HeadShape::official(t.num_hidden_layers, t.hidden_size, config.attention_channels()), order, Some(dir.clone()))
+                }
+                (None, Some(l), Some(h), Some(d)) => {
+                    let factor = if coarse_fine { 2 } else { 1 };
+                    let order = if coarse_fine { "coarse then fine, each layer*H + head" } else { "layer*H + head" };
+                    (flmm::import::HeadShape::official(l, d, factor * l * h), order.to_string(), None)
+                }
+                _ => anyhow::bail!("give the backbone with --model <dir>, or its shape with --layers L --heads H --hidden d"),
+            };
+            shape.unet_base_channels = unet_base_channels;
+            shape.sam_dim = sam_dim;
+            shape.sam_mlp_dim = sam_mlp_dim;
+            let report = flmm::import::import(&checkpoint, shape, backbone.as_deref(), order, &out)?;
+            println!("imported {} tensors to {} (+ {})", report.imported, out.display(), flmm::import::sidecar(&out).display());
+            if !report.unknown_keys.is_empty() {
+                eprintln!("skipped {} keys a head does not have: {}", report.unknown_keys.len(), report.unknown_keys.join(", "));
+            }
+            Ok(())
+        }
         Command::Sam { checkpoint, image, bbox, points, multimask, cache, out } => {
             let request = flmm::sam_cmd::SamRequest { checkpoint, image, bbox, points, multimask, cache, out };
             for path in flmm::sam_cmd::run(&request)? {
