@@ -3,8 +3,10 @@
 //! inside the store; [`unet::CHECKPOINT_PREFIX`] adds it on disk), so released heads load unchanged.
 
 pub mod error;
+pub mod grounding;
 pub mod sam;
 pub mod unet;
 
 pub use error::HeadError;
+pub use grounding::GroundingHead;
 pub use unet::{UNetConfig, UNetHead};

@@ -154,6 +154,11 @@ impl MaskDecoder {
         Ok(Self { config, blocks, final_attn, final_norm, iou_token, mask_tokens, upscale, hypernetworks, iou_head })
     }
 
+    /// Token / image width.
+    pub fn dim(&self) -> usize {
+        self.config.dim
+    }
+
     /// Decodes masks for one prompt set: `image [1, C, h, w]`, `image_pe [1, C, h, w]`,
     /// `sparse [1, n, C]`, `dense [1, C, h, w]`.
     pub fn forward(&self, image: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor, multimask: bool) -> Result<DecodedMasks, HeadError> {

@@ -36,7 +36,8 @@ pub struct PromptEncoder {
     embed_dim: usize,
     embedding_size: (usize, usize),
     input_size: (usize, usize),
-    gaussian: Tensor,
+    /// A variable only so a head file can overwrite it in place; never registered for training.
+    gaussian: candle_core::Var,
     point_embeddings: Vec<Tensor>,
     not_a_point: Tensor,
     no_mask: Tensor,
@@ -55,6 +56,7 @@ impl PromptEncoder {
         mask_in_chans: usize,
     ) -> Result<Self, HeadError> {
         let gaussian = src.buffer(&format!("{prefix}.pe_layer.positional_encoding_gaussian_matrix"), &[2, embed_dim / 2])?;
+        let gaussian = candle_core::Var::from_tensor(&gaussian)?;
         let point_embeddings = (0..4)
             .map(|i| src.get(&format!("{prefix}.point_embeddings.{i}.weight"), &[1, embed_dim]))
             .collect::<Result<Vec<_>, _>>()?;
@@ -75,6 +77,19 @@ impl PromptEncoder {
         Ok(Self { embed_dim, embedding_size, input_size, gaussian, point_embeddings, not_a_point, no_mask, downscale })
     }
 
+    /// The random Fourier projection `[2, C/2]` (a buffer, saved with heads).
+    pub fn gaussian(&self) -> &Tensor {
+        self.gaussian.as_tensor()
+    }
+
+    /// Overwrites the random Fourier projection (head files carry it as a buffer).
+    pub fn set_gaussian(&self, value: &Tensor) -> Result<(), HeadError> {
+        if value.dims() != self.gaussian.dims() {
+            return Err(HeadError::InvalidInput(format!("positional encoding {:?}, expected {:?}", value.dims(), self.gaussian.dims())));
+        }
+        Ok(self.gaussian.set(&value.to_dtype(self.gaussian.dtype())?)?)
+    }
+
     /// Size of the image embedding `(h, w)`; mask prompts are `4h × 4w`.
     pub fn embedding_size(&self) -> (usize, usize) {
         self.embedding_size
@@ -82,7 +97,7 @@ impl PromptEncoder {
 
     /// `[n, 2]` coordinates already divided by the frame size → `[n, C]` Fourier features.
     fn fourier(&self, unit_coords: &Tensor) -> Result<Tensor, HeadError> {
-        let c = ((unit_coords.to_dtype(self.gaussian.dtype())? * 2.0)? - 1.0)?.matmul(&self.gaussian)?;
+        let c = ((unit_coords.to_dtype(self.gaussian.dtype())? * 2.0)? - 1.0)?.matmul(self.gaussian.as_tensor())?;
         let c = (c * (2.0 * std::f64::consts::PI))?;
         Ok(Tensor::cat(&[&c.sin()?, &c.cos()?], 1)?)
     }
