@@ -157,9 +157,5 @@ fn write_heatmap(image: &RgbImage, stack: &Tensor, features: &FrozenFeatures, pa
     let (_, h, w) = stack.dims3()?;
     let mean = stack.mean(0)?.flatten_all()?.to_vec1::<f32>()?;
     let values = map_to_image(&mean, h, w, placement(features), image.height(), image.width());
-    let picture = overlay(image, &values, 0.55);
-    let mut png = Vec::new();
-    picture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    flmm_nn::fsutil::write_atomic(path, &png)?;
-    Ok(())
+    crate::png_out::save_png(&image::DynamicImage::ImageRgb8(overlay(image, &values, 0.55)), path)
 }

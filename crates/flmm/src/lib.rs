@@ -5,8 +5,10 @@
 
 pub mod attention;
 pub mod device;
+pub mod ground;
 pub mod heatmap;
 pub mod import;
 pub mod plot;
+pub mod png_out;
 pub mod sam_cmd;
 pub mod train;

@@ -45,8 +45,42 @@ enum Command {
         #[arg(long)]
         linear: bool,
     },
-    /// Ground phrases of a text in an image (not implemented yet).
-    Ground,
+    /// Ground phrases of a text in an image: mask PNGs, an overlay and result.json (score, box, COCO RLE).
+    Ground {
+        /// Backbone model directory (LLaVA-1.5 / LLaVA-NeXT). The embedded toy default is not built yet.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Head file with official keys (`flmm import` converts released .pth heads).
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// SAM checkpoint for the image encoder (sam_vit_*.pth, mobile_sam.pt, safetensors).
+        #[arg(long)]
+        sam: Option<PathBuf>,
+        /// The image (PNG or JPEG).
+        #[arg(long)]
+        image: PathBuf,
+        /// The text; every --phrase must be a span of it (default: the whole text is one phrase).
+        #[arg(long)]
+        text: String,
+        /// A span of the text to ground (repeat for several, in text order).
+        #[arg(long = "phrase")]
+        phrases: Vec<String>,
+        /// Output directory.
+        #[arg(long, default_value = "runs/ground")]
+        out: PathBuf,
+        /// Also write the U-Net and refiner logits (logits.safetensors).
+        #[arg(long)]
+        save_logits: bool,
+        /// Cache SAM image embeddings in this directory.
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Backbone compute dtype: f32, bf16 or f16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Evaluate a head on RefCOCO or PNG (not implemented yet).
     Eval,
     /// Cache frozen features for fast head training (not implemented yet).
@@ -175,7 +209,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("plotted {n} points of `{key}` to {}", out.display());
             Ok(())
         }
-        Command::Ground => not_implemented("ground"),
+        Command::Ground { model, head, sam, image, text, phrases, out, save_logits, cache, dtype, device } => {
+            let (Some(model), Some(head), Some(sam)) = (model, head, sam) else {
+                anyhow::bail!("the embedded default model is not built yet: pass --model <dir> --head <head.safetensors> --sam <checkpoint>");
+            };
+            let phrases = if phrases.is_empty() { vec![text.trim().to_string()] } else { phrases };
+            let request = flmm::ground::GroundRequest {
+                model,
+                head,
+                sam,
+                image,
+                text,
+                phrases,
+                out,
+                save_logits,
+                cache,
+                dtype: flmm::device::parse_dtype(&dtype)?,
+                device: flmm::device::parse_device(&device)?,
+            };
+            for path in flmm::ground::run(&request)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Eval => not_implemented("eval"),
         Command::Cache => not_implemented("cache"),
         Command::Serve => not_implemented("serve"),

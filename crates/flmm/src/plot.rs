@@ -68,9 +68,7 @@ pub fn plot_file(metrics: &Path, key: &str, out: &Path, log_y: bool) -> anyhow::
     let records = crate::train::metrics_log::read(metrics).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", metrics.display()))?;
     let points = series(&records, key);
     let img = render(&points, &format!("{key} ({})", metrics.display()), log_y).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    flmm_nn::fsutil::write_atomic(out, &png)?;
+    crate::png_out::save_png(&image::DynamicImage::ImageRgb8(img), out)?;
     Ok(points.len())
 }
 

@@ -116,19 +116,12 @@ pub fn run(req: &SamRequest) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-fn encode_png(img: &image::DynamicImage, path: &Path) -> anyhow::Result<()> {
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    flmm_nn::fsutil::write_atomic(path, &png)?;
-    Ok(())
-}
-
 /// Logits `[H, W]` → a black/white PNG (white where logit > 0).
 fn write_mask(logits: &Tensor, path: &Path) -> anyhow::Result<()> {
     let (h, w) = logits.dims2()?;
     let v = logits.flatten_all()?.to_vec1::<f32>()?;
     let img = image::GrayImage::from_fn(w as u32, h as u32, |x, y| image::Luma([if v[y as usize * w + x as usize] > 0.0 { 255 } else { 0 }]));
-    encode_png(&image::DynamicImage::ImageLuma8(img), path)
+    crate::png_out::save_png(&image::DynamicImage::ImageLuma8(img), path)
 }
 
 /// The photo with the mask tinted, and the prompts drawn.
@@ -169,7 +162,7 @@ fn write_overlay(image: &RgbImage, logits: &Tensor, req: &SamRequest, path: &Pat
             }
         }
     }
-    encode_png(&image::DynamicImage::ImageRgb8(out), path)
+    crate::png_out::save_png(&image::DynamicImage::ImageRgb8(out), path)
 }
 
 #[cfg(test)]

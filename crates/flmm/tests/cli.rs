@@ -80,7 +80,7 @@ fn bad_config_and_unimplemented_commands_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("learning_rate") && err.contains("bad.toml"), "{err}");
 
-    let out = flmm().args(["ground"]).output().unwrap();
+    let out = flmm().args(["serve"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not implemented yet"));
 }
