@@ -1,10 +1,10 @@
 //! Evaluation metrics of F-LMM (spec §2.2, §6): pixel accuracy, aIoU, RefCOCO cIoU/mIoU and the
 //! Panoptic Narrative Grounding average recall with its singular/plural and thing/stuff splits.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Pixel counts of one predicted binary mask against its ground truth.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaskCounts {
     /// |pred ∧ gt|
     pub intersection: u64,

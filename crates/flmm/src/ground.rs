@@ -4,19 +4,14 @@
 //! phrase, score, box and COCO RLE per phrase, and optionally the logits.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use flmm_data::coco_mask::{Mask, Rle};
-use flmm_head::sam::cache::EmbeddingCache;
-use flmm_head::sam::preprocess::preprocess;
-use flmm_head::sam::Sam;
-use flmm_head::{GroundingHead, UNetConfig};
-use flmm_lmm::backbone::Backbone;
-use flmm_lmm::capture::Capture;
-use flmm_lmm::llava::ImageLayout;
 use image::{Rgb, RgbImage};
+
+use crate::pipeline::Grounder;
 use serde::Serialize;
 
 /// A `flmm ground` request.
@@ -65,53 +60,10 @@ pub struct GroundedPhrase {
 /// Runs the pipeline; returns the written paths.
 pub fn run(req: &GroundRequest) -> anyhow::Result<Vec<PathBuf>> {
     let image = flmm_data::image_io::load_rgb_image(&req.image)?;
-    let backbone = Backbone::open(&req.model, req.dtype, &req.device)?;
-    let prepared = backbone.prepare(&image, &req.text, &req.phrases)?;
-    let head = load_head(&backbone, &req.head, &req.sam)?;
-    let features = backbone.features(&prepared, &Capture::default())?;
-    let logits = head.unet_logits(&features.attention)?;
-    let logits = match features.layout {
-        // LLaVA-1.5's grid covers the padded square: keep the image part (spec §2.1).
-        ImageLayout::Grid { .. } => features.geometry.crop_to_unpadded(&logits)?,
-        // LLaVA-NeXT's fine grid is already un-padded.
-        ImageLayout::CoarseFine { .. } => logits,
-    };
-    let tokens: Vec<Tensor> = features.phrase_hidden.iter().map(|h| head.text_tokens(h)).collect::<Result<_, _>>()?;
-    let cpu = Device::Cpu;
-    let (embedding, geometry) = match &req.cache {
-        Some(dir) => {
-            let e = EmbeddingCache::new(dir, &head.sam).get_or_compute(&head.sam, &image, &cpu)?;
-            (e.embedding, e.geometry)
-        }
-        None => {
-            let (x, g) = preprocess(&image, head.sam.image_encoder.input_size(), &cpu)?;
-            (head.sam.image_encoder.forward(&x)?, g)
-        }
-    };
-    let refined = head.refine(&embedding, &geometry, &logits.to_device(&cpu)?, &tokens)?;
-    write_outputs(req, &image, &logits, &refined)
-}
-
-/// Builds the head for `backbone`: U-Net channels from the backbone, base width from the head file.
-fn load_head(backbone: &Backbone, head_path: &Path, sam_path: &Path) -> anyhow::Result<GroundingHead> {
-    let file = candle_core::safetensors::load(head_path, &Device::Cpu).with_context(|| format!("reading the head {}", head_path.display()))?;
-    let first = "mask_head.encoder.0.0.convs.0.conv.weight";
-    let Some(w) = file.get(first) else {
-        bail!("{} is not an F-LMM head: no {first} (convert released .pth heads with `flmm import`)", head_path.display());
-    };
-    let channels = backbone.config.attention_channels();
-    if w.dim(1)? != channels {
-        bail!("{}: the U-Net takes {} attention channels but {} gives {channels}; was it trained on another backbone?", head_path.display(), w.dim(1)?, backbone.dir.root.display());
-    }
-    let unet = UNetConfig { in_channels: channels, base_channels: w.dim(0)?, ..Default::default() };
-    let sam = Sam::load_file(sam_path)?;
-    let t = &backbone.config.text;
-    let head = GroundingHead::new(unet, sam, t.num_hidden_layers, t.hidden_size, 0, &Device::Cpu)?;
-    let unused = head.load(head_path)?;
-    if !unused.is_empty() {
-        eprintln!("note: {} keys of the head file are not used: {}", unused.len(), unused.join(", "));
-    }
-    Ok(head)
+    let grounder = Grounder::open(&req.model, &req.head, &req.sam, req.dtype, &req.device, req.cache.as_deref())?;
+    let prepared = grounder.backbone.prepare(&image, &req.text, &req.phrases)?;
+    let prediction = grounder.predict(&image, &prepared)?;
+    write_outputs(req, &image, &prediction.unet, &prediction.refined)
 }
 
 fn write_outputs(req: &GroundRequest, image: &RgbImage, unet: &Tensor, refined: &Tensor) -> anyhow::Result<Vec<PathBuf>> {

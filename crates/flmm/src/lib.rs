@@ -5,9 +5,11 @@
 
 pub mod attention;
 pub mod device;
+pub mod eval;
 pub mod ground;
 pub mod heatmap;
 pub mod import;
+pub mod pipeline;
 pub mod plot;
 pub mod png_out;
 pub mod sam_cmd;

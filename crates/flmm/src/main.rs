@@ -81,8 +81,41 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
-    /// Evaluate a head on RefCOCO or PNG (not implemented yet).
-    Eval,
+    /// Evaluate a head on RefCOCO/+/g or Panoptic Narrative Grounding (resumable, --workers N).
+    Eval {
+        /// refcoco or png.
+        #[arg(value_parser = ["refcoco", "png"])]
+        benchmark: String,
+        /// Eval config (TOML): [model] dir, [sam] checkpoint, [data] root.
+        config: PathBuf,
+        /// The head to evaluate (official keys; see `flmm import`).
+        #[arg(long)]
+        head: PathBuf,
+        /// RefCOCO family member: refcoco, refcoco+ or refcocog.
+        #[arg(long, default_value = "refcoco")]
+        dataset: String,
+        /// RefCOCO split (val, testA, testB, test).
+        #[arg(long, default_value = "val")]
+        split: String,
+        /// All expressions of an image in one sequence, as in training (F-LMM's README setting).
+        #[arg(long)]
+        concat: bool,
+        /// Evaluate every sentence of each ref (the standard protocol) instead of only the first (F-LMM's).
+        #[arg(long)]
+        all_sentences: bool,
+        /// Worker processes (each loads the model).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Internal: the shard of a worker process.
+        #[arg(long, hide = true)]
+        rank: Option<usize>,
+        /// Only the first N samples.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output directory (records/, <benchmark>.json, <benchmark>.md).
+        #[arg(long, default_value = "runs/eval")]
+        out: PathBuf,
+    },
     /// Cache frozen features for fast head training (not implemented yet).
     Cache,
     /// Serve the HTTP API and web page (not implemented yet).
@@ -232,7 +265,38 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Eval => not_implemented("eval"),
+        Command::Eval { benchmark, config, head, dataset, split, concat, all_sentences, workers, rank, limit, out } => {
+            let bench = match benchmark.as_str() {
+                "png" => flmm::eval::Benchmark::Png,
+                _ => {
+                    let dataset = match dataset.as_str() {
+                        "refcoco" => flmm_data::refcoco::RefDataset::RefCoco,
+                        "refcoco+" => flmm_data::refcoco::RefDataset::RefCocoPlus,
+                        "refcocog" => flmm_data::refcoco::RefDataset::RefCocog,
+                        other => anyhow::bail!("unknown dataset {other:?}: refcoco, refcoco+ or refcocog"),
+                    };
+                    let protocol = if all_sentences { flmm::eval::Protocol::AllSentences } else { flmm::eval::Protocol::FirstSentence };
+                    flmm::eval::Benchmark::RefCoco { dataset, split, concat, protocol }
+                }
+            };
+            if workers == 0 {
+                anyhow::bail!("--workers must be at least 1");
+            }
+            let config = flmm::eval::config::EvalConfig::load(&config)?;
+            let opts = flmm::eval::EvalOptions {
+                out: out.clone(),
+                workers,
+                rank,
+                limit,
+                relaunch: std::env::args().collect(),
+                progress: rank.is_none() && workers == 1 && std::io::stderr().is_terminal(),
+            };
+            if let Some(report) = flmm::eval::run(&config, &head, &bench, &opts)? {
+                println!("{}", report.markdown());
+                println!("wrote {}", out.join(format!("{}.json", bench.tag())).display());
+            }
+            Ok(())
+        }
         Command::Cache => not_implemented("cache"),
         Command::Serve => not_implemented("serve"),
         Command::Chat => not_implemented("chat"),
