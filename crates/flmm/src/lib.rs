@@ -4,6 +4,7 @@
 //! `main.rs`. The building blocks live in `flmm-nn`, the head in `flmm-head`, datasets in `flmm-data`.
 
 pub mod attention;
+pub mod data_check;
 pub mod device;
 pub mod eval;
 pub mod ground;

@@ -81,6 +81,11 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Inspect datasets.
+    Data {
+        #[command(subcommand)]
+        action: DataAction,
+    },
     /// Evaluate a head on RefCOCO/+/g or Panoptic Narrative Grounding (resumable, --workers N).
     Eval {
         /// refcoco or png.
@@ -221,6 +226,15 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DataAction {
+    /// Check F-LMM's data layout under <root> (data/coco): loads every split, reports counts or what is missing.
+    Check {
+        /// The data root (holding refcoco*/, train2014/, val2017/, annotations/).
+        root: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
@@ -262,6 +276,14 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             for path in flmm::ground::run(&request)? {
                 println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Data { action: DataAction::Check { root } } => {
+            let lines = flmm::data_check::check(&root);
+            println!("{}", flmm::data_check::render(&root, &lines));
+            if lines.iter().all(|l| l.result.is_err()) {
+                anyhow::bail!("no usable split under {}", root.display());
             }
             Ok(())
         }

@@ -91,3 +91,17 @@ fn bad_data_names_the_file() {
     let run = eval(&cfg, &tmp.path().join("out"), &["refcoco", "--dataset", "refclef"]);
     assert!(String::from_utf8_lossy(&run.stderr).contains("refcoco, refcoco+ or refcocog"));
 }
+
+#[test]
+fn data_check_reports_counts_and_what_is_missing() {
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm")).args(["data", "check"]).arg(fixtures().join("datasets/coco")).output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.contains("refcoco testA      1 images, 2 refs, 2 expressions"), "{out}");
+    assert!(out.contains("png val2017        3 narratives, 10 masks, 1 skipped"), "{out}");
+    assert!(out.contains("MISSING  png train2017") && out.contains("png_coco_train2017.json"), "{out}");
+    assert!(out.contains("12 of 13 splits usable"), "{out}");
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm")).args(["data", "check", "/definitely/not/here"]).output().unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no usable split"));
+}
