@@ -75,6 +75,21 @@ impl GroundingHead {
         Ok(flmm_nn::params::save_tensors(&all, path)?)
     }
 
+    /// Every trainable tensor under its head-file key, sharing the modules' variables (for one optimizer).
+    pub fn trainable(&self) -> ParamStore {
+        let mut all = ParamStore::new();
+        for (k, v) in self.unet.params().iter() {
+            all.adopt(format!("{}{k}", crate::unet::CHECKPOINT_PREFIX), v.clone());
+        }
+        for (k, v) in self.sam.params.iter() {
+            all.adopt(format!("{SAM_PREFIX}{k}"), v.clone());
+        }
+        for (k, v) in self.text.iter() {
+            all.adopt(k.clone(), v.clone());
+        }
+        all
+    }
+
     /// The text tokens of one phrase: `text_proj(Σ_l softmax(w)_l · hidden[:, l])`, hidden `[n_k, L, d]`
     /// → `[n_k, C_sam]`.
     pub fn text_tokens(&self, hidden: &Tensor) -> Result<Tensor, HeadError> {

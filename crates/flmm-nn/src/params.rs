@@ -83,6 +83,12 @@ impl ParamStore {
         Ok(var)
     }
 
+    /// Registers an existing variable under `name` (shared, not copied): one store can then hold the
+    /// parameters of several modules for one optimizer.
+    pub fn adopt(&mut self, name: impl Into<String>, var: Var) {
+        self.vars.insert(name.into(), var);
+    }
+
     /// The variable called `name`.
     pub fn get(&self, name: &str) -> Option<&Var> {
         self.vars.get(name)

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use flmm::train::{config::DataConfig, task::UNetTask, TrainConfig, TrainOptions};
+use flmm::train::{config::DataConfig, task::{TrainTask, UNetTask}, TrainConfig, TrainOptions};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -396,8 +396,34 @@ fn not_implemented(name: &str) -> anyhow::Result<()> {
 
 fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool) -> anyhow::Result<()> {
     let config = TrainConfig::load(config_path)?;
+    let opts = TrainOptions { out_dir: out.clone(), resume, stop_after_step: None, show_progress: !quiet && std::io::stderr().is_terminal() };
+    match &config.data {
+        DataConfig::Blobs(data) => train_blobs(&config, data, &opts),
+        DataConfig::Flmm(data) => {
+            let task = flmm::train::flmm_task::FlmmTask::new(&config, data)?;
+            eprintln!(
+                "training the F-LMM head ({:.2}M parameters: U-Net, SAM prompt encoder + mask decoder, text_proj) on {} samples for {} epochs → {}",
+                task.params().parameter_count() as f64 / 1e6,
+                task.len(),
+                config.optim.epochs,
+                out.display()
+            );
+            let summary = flmm::train::train(&task, &config, &opts)?;
+            println!(
+                "done: {} steps in {:.1}s, loss {:.4} → {:.4}; head written to {}",
+                summary.steps,
+                summary.seconds,
+                summary.first_loss,
+                summary.last_loss,
+                out.join("head.safetensors").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn train_blobs(config: &TrainConfig, data: &flmm_data::blobs::BlobConfig, opts: &TrainOptions) -> anyhow::Result<()> {
     let device = candle_core::Device::Cpu;
-    let DataConfig::Blobs(data) = &config.data;
     let samples = flmm_data::blobs::generate(data).context("generating the synthetic data")?;
     let head = flmm_head::UNetHead::new(config.head.clone(), config.seed, &device)?;
     let task = UNetTask { head, samples, data_name: "synthetic-blobs".into() };
@@ -406,10 +432,9 @@ fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool)
         task.head.params().parameter_count() as f64 / 1e6,
         task.samples.len(),
         config.optim.epochs,
-        out.display()
+        opts.out_dir.display()
     );
-    let opts = TrainOptions { out_dir: out.clone(), resume, stop_after_step: None, show_progress: !quiet && std::io::stderr().is_terminal() };
-    let summary = flmm::train::train(&task, &config, &opts)?;
+    let summary = flmm::train::train(&task, config, opts)?;
     let counts = task.evaluate()?;
     let mean_iou = counts.iter().map(|c| c.iou()).sum::<f64>() / counts.len() as f64;
     println!(
@@ -419,7 +444,7 @@ fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool)
         summary.first_loss,
         summary.last_loss,
         mean_iou,
-        out.join("head.safetensors").display()
+        opts.out_dir.join("head.safetensors").display()
     );
     Ok(())
 }

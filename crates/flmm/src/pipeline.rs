@@ -39,6 +39,11 @@ impl Grounder {
         Ok(Self { backbone, head, cache: cache.map(Path::to_path_buf) })
     }
 
+    /// Assembles a grounder from loaded parts.
+    pub fn from_parts(backbone: Backbone, head: GroundingHead, cache: Option<PathBuf>) -> Self {
+        Self { backbone, head, cache }
+    }
+
     /// Runs the pipeline on a prepared request (see [`Backbone::prepare`]).
     pub fn predict(&self, image: &RgbImage, prepared: &Prepared) -> anyhow::Result<Prediction> {
         let features = self.backbone.features(prepared, &Capture::default())?;

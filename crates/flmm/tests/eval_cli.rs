@@ -105,3 +105,47 @@ fn data_check_reports_counts_and_what_is_missing() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("no usable split"));
 }
+
+#[test]
+fn the_whole_head_trains_on_the_real_format_mix_and_grounds_afterwards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = fixtures();
+    let config = tmp.path().join("train.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed = 1\n[head]\nbase_channels = 4\n[data]\nkind = \"flmm\"\nroot = {:?}\ndatasets = [\"refcoco\", \"refcoco+\", \"refcocog\"]\n\
+             [model]\ndir = {:?}\n[sam]\ncheckpoint = {:?}\ncache = {:?}\n[optim]\nlr = 1e-3\nepochs = 6\ncheckpoint_every = 4\n",
+            f.join("datasets/coco"),
+            f.join("llava/llava15"),
+            f.join("sam/tiny_sam16.pth"),
+            tmp.path().join("cache")
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("run");
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm")).arg("train").arg(&config).arg("--out").arg(&out).arg("--quiet").output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 24, "4 samples (3 RefCOCO-family train images + 1) × 6 epochs");
+    let epoch_loss = |e: usize| rows[e * 4..e * 4 + 4].iter().map(|r| r["loss"].as_f64().unwrap()).sum::<f64>() / 4.0;
+    assert!(epoch_loss(5) < 0.95 * epoch_loss(0), "loss {} → {}", epoch_loss(0), epoch_loss(5));
+    assert!(rows[0]["sam_loss_dice"].as_f64().is_some() && rows[0]["loss_mask"].as_f64().is_some(), "both outputs are trained");
+    // The trained head grounds through the whole pipeline.
+    let ground = Command::new(env!("CARGO_BIN_EXE_flmm"))
+        .arg("ground")
+        .arg("--model")
+        .arg(f.join("llava/llava15"))
+        .arg("--head")
+        .arg(out.join("head.safetensors"))
+        .arg("--sam")
+        .arg(f.join("sam/tiny_sam16.pth"))
+        .arg("--image")
+        .arg(f.join("llava/input.png"))
+        .args(["--text", "left cat", "--out"])
+        .arg(tmp.path().join("g"))
+        .output()
+        .unwrap();
+    assert!(ground.status.success(), "{}", String::from_utf8_lossy(&ground.stderr));
+}

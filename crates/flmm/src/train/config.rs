@@ -17,6 +17,64 @@ pub struct TrainConfig {
     pub data: DataConfig,
     /// Optimizer, schedule and checkpointing.
     pub optim: OptimConfig,
+    /// The frozen backbone (`data.kind = "flmm"` only).
+    pub model: Option<ModelConfig>,
+    /// SAM for the refiner (`data.kind = "flmm"` only).
+    pub sam: Option<SamConfig>,
+}
+
+/// `[model]`: the frozen multimodal model. Paths are relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Hugging Face model directory.
+    pub dir: std::path::PathBuf,
+    /// Backbone compute dtype: f32, bf16 (F-LMM's) or f16.
+    #[serde(default = "default_model_dtype")]
+    pub dtype: String,
+    /// cpu or cuda:N.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Chat template (default: the family's: vicuna or mistral).
+    pub template: Option<String>,
+    /// Image prompt inside the template (default F-LMM's "<image>\nPlease give me a description of the image.").
+    pub prompt: Option<String>,
+}
+
+/// `[sam]`: the refiner's checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamConfig {
+    /// `sam_vit_l_0b3195.pth` in every F-LMM config.
+    pub checkpoint: std::path::PathBuf,
+    /// Image-embedding cache directory (strongly advised: the encoder is frozen).
+    pub cache: Option<std::path::PathBuf>,
+}
+
+fn default_model_dtype() -> String {
+    "f32".into()
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `data.kind = "flmm"`: F-LMM's training mix (spec §1.1) in the `data/coco` layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlmmDataConfig {
+    /// The data root (`data/coco`: refcoco*/, train2014/, train2017/, annotations/).
+    pub root: std::path::PathBuf,
+    /// Which sets to concatenate: any of png, refcoco, refcoco+, refcocog (all four by default, as F-LMM).
+    #[serde(default = "default_datasets")]
+    pub datasets: Vec<String>,
+    /// Seed of RefCOCO's `text_mode = random` (one sentence per ref, chosen once).
+    #[serde(default)]
+    pub text_seed: u64,
+}
+
+fn default_datasets() -> Vec<String> {
+    ["png", "refcoco", "refcoco+", "refcocog"].map(String::from).to_vec()
 }
 
 impl Default for TrainConfig {
@@ -27,6 +85,8 @@ impl Default for TrainConfig {
             head: UNetConfig { in_channels: data.channels, ..UNetConfig::default() },
             data: DataConfig::Blobs(data),
             optim: OptimConfig::default(),
+            model: None,
+            sam: None,
         }
     }
 }
@@ -37,6 +97,8 @@ impl Default for TrainConfig {
 pub enum DataConfig {
     /// Synthetic blurred-blob attention stacks and disk masks (`flmm_data::blobs`).
     Blobs(BlobConfig),
+    /// F-LMM's real training mix: PNG + RefCOCO + RefCOCO+ + RefCOCOg through a frozen backbone.
+    Flmm(FlmmDataConfig),
 }
 
 /// Numeric type of the forward/backward pass (master weights and optimizer state stay f32).
@@ -146,12 +208,24 @@ impl TrainConfig {
 
     /// Checks the cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let DataConfig::Blobs(data) = &self.data;
-        if data.channels != self.head.in_channels {
-            return Err(ConfigError::Invalid(format!(
-                "head.in_channels = {} but the data has {} channels",
-                self.head.in_channels, data.channels
-            )));
+        match &self.data {
+            DataConfig::Blobs(data) => {
+                if data.channels != self.head.in_channels {
+                    return Err(ConfigError::Invalid(format!(
+                        "head.in_channels = {} but the data has {} channels",
+                        self.head.in_channels, data.channels
+                    )));
+                }
+            }
+            DataConfig::Flmm(data) => {
+                if self.model.is_none() || self.sam.is_none() {
+                    return Err(ConfigError::Invalid("data.kind = \"flmm\" needs a [model] dir and a [sam] checkpoint".into()));
+                }
+                let known = ["png", "refcoco", "refcoco+", "refcocog"];
+                if data.datasets.is_empty() || data.datasets.iter().any(|d| !known.contains(&d.as_str())) {
+                    return Err(ConfigError::Invalid(format!("data.datasets {:?}: choose from {known:?}", data.datasets)));
+                }
+            }
         }
         let o = &self.optim;
         if o.accumulate == 0 || o.epochs == 0 || o.checkpoint_every == 0 || o.keep_checkpoints == 0 {

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod flmm_task;
 pub mod metrics_log;
 pub mod task;
 pub mod trainer;

@@ -28,6 +28,11 @@ pub trait TrainTask {
     }
     /// Loss of sample `index` with the forward pass in `dtype`.
     fn sample_loss(&self, index: usize, dtype: DType) -> Result<SampleLoss>;
+    /// Whether parameter `name` may legitimately receive no gradient (it is trained in general but
+    /// unused by this task's forward; the optimizer then leaves it untouched, as PyTorch's AdamW does).
+    fn may_lack_gradient(&self, _name: &str) -> bool {
+        false
+    }
     /// Saves the trained parameters in the product's head format (weights + JSON sidecar).
     fn export(&self, dir: &std::path::Path) -> anyhow::Result<()>;
 }

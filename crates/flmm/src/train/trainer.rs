@@ -171,7 +171,8 @@ pub fn train(task: &dyn TrainTask, config: &TrainConfig, opts: &TrainOptions) ->
             }
         }
         if state.step == first_step_of_run {
-            let missing: Vec<String> = names.iter().zip(&grads).filter(|(_, g)| g.is_none()).map(|(n, _)| n.clone()).collect();
+            let missing: Vec<String> =
+                names.iter().zip(&grads).filter(|(n, g)| g.is_none() && !task.may_lack_gradient(n)).map(|(n, _)| n.clone()).collect();
             if !missing.is_empty() {
                 progress.abandon();
                 return Err(TrainError::MissingGradients(missing));
