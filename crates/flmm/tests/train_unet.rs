@@ -26,7 +26,7 @@ fn config(epochs: u64) -> TrainConfig {
 }
 
 fn task(cfg: &TrainConfig) -> UNetTask {
-    let DataConfig::Blobs(data) = &cfg.data;
+    let DataConfig::Blobs(data) = &cfg.data else { panic!("the default config uses blobs") };
     UNetTask {
         head: UNetHead::new(cfg.head.clone(), cfg.seed, &Device::Cpu).unwrap(),
         samples: generate(data).unwrap(),
@@ -84,7 +84,7 @@ fn unet_learns_blobs_and_an_interrupted_run_resumes_bit_exactly() {
 fn bf16_compute_trains() {
     let mut cfg = config(2);
     cfg.optim.dtype = ComputeDType::Bf16;
-    let DataConfig::Blobs(d) = &mut cfg.data;
+    let DataConfig::Blobs(d) = &mut cfg.data else { panic!("the default config uses blobs") };
     d.samples = 16;
     let tmp = tempfile::tempdir().unwrap();
     let t = task(&cfg);
