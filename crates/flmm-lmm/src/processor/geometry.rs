@@ -28,6 +28,14 @@ pub struct Padding {
     pub after_width: u32,
 }
 
+impl Padding {
+    /// `pad_h` rows and `pad_w` columns split around the image as F-LMM's processors do:
+    /// `before = pad / 2`, `after = pad − before`.
+    pub fn centred(pad_h: u32, pad_w: u32) -> Self {
+        Self { before_height: pad_h / 2, after_height: pad_h - pad_h / 2, before_width: pad_w / 2, after_width: pad_w - pad_w / 2 }
+    }
+}
+
 /// The geometry of one processed image, matching F-LMM's `meta_datas[0]` (spec §5.3) plus the
 /// original size. All but `original` are in the processor's resized frame:
 /// `padded_shape = image_shape + padding` in each dimension.

@@ -48,12 +48,7 @@ pub fn process_llava15(img: &RgbImage, cfg: &ProcessorConfig) -> Result<Processe
     let resized = resize_rgb8(img, nw, nh, cfg.resample);
     let side = nh.max(nw);
     let (pad_h, pad_w) = (side - nh, side - nw);
-    let padding = Padding {
-        before_height: pad_h / 2,
-        after_height: pad_h - pad_h / 2,
-        before_width: pad_w / 2,
-        after_width: pad_w - pad_w / 2,
-    };
+    let padding = Padding::centred(pad_h, pad_w);
     let canvas = paste_on_canvas(&resized, side, side, padding.before_height, padding.before_width, pad_fill(cfg));
     let mut data = Vec::with_capacity(3 * side as usize * side as usize);
     Normalizer::new(cfg).push_chw(&canvas, 0, 0, side, side, &mut data);

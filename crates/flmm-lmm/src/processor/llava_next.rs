@@ -102,12 +102,7 @@ pub fn process_llava_next(img: &RgbImage, cfg: &ProcessorConfig) -> Result<Proce
     let (nh, nw) = patch_output_size(h, w, (bh, bw));
     let resized = resize_rgb8(img, nw, nh, cfg.resample);
     let (pad_h, pad_w) = (bh - nh, bw - nw);
-    let padding = Padding {
-        before_height: pad_h / 2,
-        after_height: pad_h - pad_h / 2,
-        before_width: pad_w / 2,
-        after_width: pad_w - pad_w / 2,
-    };
+    let padding = Padding::centred(pad_h, pad_w);
     let canvas = paste_on_canvas(&resized, bw, bh, padding.before_height, padding.before_width, [0, 0, 0]);
     let (rows, cols) = (bh / s, bw / s);
     let n = 1 + (rows * cols) as usize;
