@@ -5,6 +5,7 @@
 pub mod error;
 pub mod grounding;
 pub mod sam;
+pub mod torch_file;
 pub mod unet;
 
 pub use error::HeadError;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use flmm_head::torch_file::read_torch_zip;
 use candle_core::{DType, Device, Tensor};
 use flmm_head::sam::image_encoder::VitConfig;
 use flmm_head::sam::mask_decoder::MaskDecoderConfig;
@@ -79,31 +80,11 @@ pub struct ImportReport {
 
 /// Reads a `torch.save` file's tensors (unwrapping a top-level `state_dict` when present).
 fn read_pth(path: &Path) -> anyhow::Result<HashMap<String, Tensor>> {
-    let mut magic = [0u8; 4];
-    std::io::Read::read_exact(&mut std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?, &mut magic)
-        .with_context(|| format!("{} is too short to be a checkpoint", path.display()))?;
-    if &magic != b"PK\x03\x04" {
-        bail!(
-            "{} is not a zip-format PyTorch checkpoint (a legacy pickle?); convert it with \
-             python -c \"import torch; torch.save(torch.load('IN', map_location='cpu'), 'OUT', _use_new_zipfile_serialization=True)\"",
-            path.display()
-        );
-    }
-    let read = |key: Option<&str>| -> anyhow::Result<HashMap<String, Tensor>> {
-        let pth = candle_core::pickle::PthTensors::new(path, key).with_context(|| format!("reading {}", path.display()))?;
-        let mut out = HashMap::new();
-        for name in pth.tensor_infos().keys() {
-            if let Some(t) = pth.get(name).with_context(|| format!("{}: tensor {name}", path.display()))? {
-                out.insert(name.clone(), t);
-            }
-        }
-        Ok(out)
-    };
-    let flat = read(None)?;
+    let flat = read_torch_zip(path, None)?;
     if flat.keys().any(|k| k.starts_with("mask_head.")) {
         return Ok(flat);
     }
-    match read(Some("state_dict")) {
+    match read_torch_zip(path, Some("state_dict")) {
         Ok(nested) if !nested.is_empty() => Ok(nested),
         _ => Ok(flat),
     }

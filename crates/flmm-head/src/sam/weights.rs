@@ -23,31 +23,13 @@ impl SamWeights {
     /// Reads `path`: `.safetensors`, or a `torch.save` zip archive (`.pth` / `.pt`). A legacy (non-zip)
     /// pickle is refused with the command that converts it.
     pub fn load(path: &Path) -> Result<Self, HeadError> {
-        let bad = |message: String| HeadError::Checkpoint { path: path.to_path_buf(), message };
-        let mut magic = [0u8; 4];
-        {
-            use std::io::Read;
-            let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-            f.read_exact(&mut magic).map_err(|e| bad(format!("cannot read: {e}")))?;
-        }
-        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-        let tensors = if is_safetensors {
-            candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?
-        } else if &magic == b"PK\x03\x04" {
-            let pth = candle_core::pickle::PthTensors::new(path, None).map_err(|e| bad(format!("cannot read the PyTorch archive: {e}")))?;
-            let mut map = HashMap::new();
-            for name in pth.tensor_infos().keys() {
-                if let Some(t) = pth.get(name).map_err(|e| bad(format!("tensor {name}: {e}")))? {
-                    map.insert(name.clone(), t);
-                }
-            }
-            map
+        let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
+            candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| HeadError::Checkpoint {
+                path: path.to_path_buf(),
+                message: format!("not a valid safetensors file: {e}"),
+            })?
         } else {
-            return Err(bad(
-                "not a zip-format PyTorch checkpoint (a legacy pickle?); convert it with \
-                 python -c \"import torch; torch.save(torch.load('IN', map_location='cpu'), 'OUT', _use_new_zipfile_serialization=True)\""
-                    .into(),
-            ));
+            crate::torch_file::read_torch_zip(path, None)?
         };
         let tensors = tensors
             .into_iter()
