@@ -51,9 +51,14 @@ impl GroundingHead {
     /// Loads a head file (all three parts, strictly); returns the file's keys that no part uses.
     pub fn load(&self, path: &Path) -> Result<Vec<String>, HeadError> {
         let file = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| HeadError::Checkpoint { path: path.to_path_buf(), message: e.to_string() })?;
-        let unused_unet = self.unet.params().assign_from(&file, path, crate::unet::CHECKPOINT_PREFIX)?;
-        self.sam.params.assign_from(&file, path, SAM_PREFIX)?;
-        self.text.assign_from(&file, path, "")?;
+        self.assign(&file, path)
+    }
+
+    /// Like [`GroundingHead::load`] from a head file already in memory; `path` names it in errors.
+    pub fn assign(&self, file: &HashMap<String, Tensor>, path: &Path) -> Result<Vec<String>, HeadError> {
+        let unused_unet = self.unet.params().assign_from(file, path, crate::unet::CHECKPOINT_PREFIX)?;
+        self.sam.params.assign_from(file, path, SAM_PREFIX)?;
+        self.text.assign_from(file, path, "")?;
         if let Some(g) = file.get(&format!("{SAM_PREFIX}{GAUSSIAN}")) {
             self.sam.prompt_encoder.set_gaussian(g).map_err(|e| HeadError::Checkpoint { path: path.to_path_buf(), message: format!("{SAM_PREFIX}{GAUSSIAN}: {e}") })?;
         }

@@ -20,7 +20,8 @@ pub struct Grounder {
     pub backbone: Backbone,
     /// U-Net + text projection + SAM.
     pub head: GroundingHead,
-    cache: Option<PathBuf>,
+    /// SAM embedding cache (its directory names the encoder, hashed once here).
+    cache: Option<EmbeddingCache>,
 }
 
 /// Logits of one request.
@@ -36,11 +37,12 @@ impl Grounder {
     pub fn open(model: &Path, head: &Path, sam: &Path, dtype: DType, device: &Device, cache: Option<&Path>) -> anyhow::Result<Self> {
         let backbone = Backbone::open(model, dtype, device)?;
         let head = load_head(&backbone, head, sam)?;
-        Ok(Self { backbone, head, cache: cache.map(Path::to_path_buf) })
+        Ok(Self::from_parts(backbone, head, cache.map(Path::to_path_buf)))
     }
 
     /// Assembles a grounder from loaded parts.
     pub fn from_parts(backbone: Backbone, head: GroundingHead, cache: Option<PathBuf>) -> Self {
+        let cache = cache.map(|dir| EmbeddingCache::new(&dir, &head.sam));
         Self { backbone, head, cache }
     }
 
@@ -58,8 +60,8 @@ impl Grounder {
         let cpu = Device::Cpu;
         let sam = &self.head.sam;
         let (embedding, geometry) = match &self.cache {
-            Some(dir) => {
-                let e = EmbeddingCache::new(dir, sam).get_or_compute(sam, image, &cpu)?;
+            Some(cache) => {
+                let e = cache.get_or_compute(sam, image, &cpu)?;
                 (e.embedding, e.geometry)
             }
             None => {
@@ -93,7 +95,7 @@ fn load_head(backbone: &Backbone, head_path: &Path, sam_path: &Path) -> anyhow::
     let sam = Sam::load_file(sam_path)?;
     let t = &backbone.config.text;
     let head = GroundingHead::new(unet, sam, t.num_hidden_layers, t.hidden_size, 0, &Device::Cpu)?;
-    let unused = head.load(head_path)?;
+    let unused = head.assign(&file, head_path)?;
     if !unused.is_empty() {
         eprintln!("note: {} keys of the head file are not used: {}", unused.len(), unused.join(", "));
     }
