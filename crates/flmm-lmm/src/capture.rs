@@ -87,6 +87,10 @@ pub struct RowCapture {
 /// Accumulates captured rows layer by layer; yields `[groups, layers·heads, keys]` (channel = l·H + h).
 pub struct CaptureSink {
     request: RowCapture,
+    /// Sorted, de-duplicated query positions of all groups.
+    queries: Vec<usize>,
+    /// Per group, the rows of its positions in `queries`.
+    group_rows: Vec<Tensor>,
     key_index: Tensor,
     head_index: Tensor,
     /// per layer: per group `[heads, keys]`
@@ -101,7 +105,19 @@ impl CaptureSink {
         }
         let key_index = Tensor::from_vec(request.keys.iter().map(|&k| k as u32).collect::<Vec<_>>(), request.keys.len(), device)?;
         let head_index = Tensor::from_vec(request.heads.iter().map(|&h| h as u32).collect::<Vec<_>>(), request.heads.len(), device)?;
-        Ok(Self { request, key_index, head_index, per_layer: Vec::new() })
+        let mut queries: Vec<usize> = request.groups.iter().flatten().copied().collect();
+        queries.sort_unstable();
+        queries.dedup();
+        let group_rows = request
+            .groups
+            .iter()
+            .map(|group| {
+                let rows: Vec<u32> =
+                    group.iter().map(|p| queries.binary_search(p).expect("group position is in the query list") as u32).collect();
+                Tensor::from_vec(rows, group.len(), device)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(Self { request, queries, group_rows, key_index, head_index, per_layer: Vec::new() })
     }
 
     /// Whether layer `layer` is captured.
@@ -110,26 +126,17 @@ impl CaptureSink {
     }
 
     /// Sorted, de-duplicated query positions of all groups.
-    pub fn query_positions(&self) -> Vec<usize> {
-        let mut q: Vec<usize> = self.request.groups.iter().flatten().copied().collect();
-        q.sort_unstable();
-        q.dedup();
-        q
+    pub fn query_positions(&self) -> &[usize] {
+        &self.queries
     }
 
     /// Takes one layer's probabilities for [`CaptureSink::query_positions`], `[heads, queries, all keys]`
     /// (f32, already softmax-normalized over all visible keys), keeps the image keys and merges groups.
     pub fn push_layer(&mut self, probs: &Tensor) -> Result<()> {
-        let queries = self.query_positions();
         let kept = probs.index_select(&self.head_index, 0)?.index_select(&self.key_index, 2)?; // [h, q, k]
-        let mut groups = Vec::with_capacity(self.request.groups.len());
-        for group in &self.request.groups {
-            let rows: Vec<u32> = group
-                .iter()
-                .map(|p| queries.binary_search(p).map(|i| i as u32).expect("group position is in the query list"))
-                .collect();
-            let idx = Tensor::from_vec(rows.clone(), rows.len(), kept.device())?;
-            let sel = kept.index_select(&idx, 1)?; // [h, n_k, k]
+        let mut groups = Vec::with_capacity(self.group_rows.len());
+        for idx in &self.group_rows {
+            let sel = kept.index_select(idx, 1)?; // [h, n_k, k]
             let merged = match self.request.merge {
                 Merge::Mean => sel.mean(1)?,
                 Merge::Max => sel.max(1)?,

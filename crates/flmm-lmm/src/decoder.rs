@@ -166,6 +166,14 @@ impl Decoder {
         if cache.layers.is_empty() {
             cache.layers = Vec::with_capacity(self.layers.len());
         }
+        // The capture rows and their mask depend only on positions, not on the layer.
+        let capture_rows = match &request.capture {
+            Some(sink) => {
+                let queries = sink.query_positions();
+                Some((local(queries)?, mask_rows(queries, end, self.config.sliding_window, &device)?))
+            }
+            None => None,
+        };
         for (li, layer) in self.layers.iter().enumerate() {
             let h = layer.input_norm.forward(&x)?;
             let (q, k, v) = self.project_qkv(layer, &h, &cos, &sin)?;
@@ -176,12 +184,9 @@ impl Decoder {
             let k_exp = self.expand_kv(&k_all)?;
             let v_exp = self.expand_kv(&v_all)?;
             let o = self.attend(&q, &k_exp, &v_exp, start)?;
-            if let Some(sink) = request.capture.as_mut().filter(|s| s.wants_layer(li)) {
-                let queries = sink.query_positions();
-                let rows = local(&queries)?;
-                let q_rows = q.index_select(&rows, 1)?;
-                let mask = mask_rows(&queries, end, self.config.sliding_window, &device)?;
-                sink.push_layer(&attention_probs(&q_rows, &k_exp, self.scale(), &mask)?)?;
+            if let (Some(sink), Some((rows, mask))) = (request.capture.as_mut().filter(|s| s.wants_layer(li)), &capture_rows) {
+                let q_rows = q.index_select(rows, 1)?;
+                sink.push_layer(&attention_probs(&q_rows, &k_exp, self.scale(), mask)?)?;
             }
             if li < cache.layers.len() {
                 cache.layers[li] = (k_all, v_all);
@@ -243,7 +248,9 @@ impl Decoder {
     }
 
     /// Attention output `[n, d]` for queries at `start..start+n`, in blocks of query rows so that no
-    /// buffer larger than about [`SCORE_BLOCK_BYTES`] exists.
+    /// buffer larger than about [`SCORE_BLOCK_BYTES`] exists (each block's mask is built as it is used:
+    /// keeping all of them would hold `n × T` floats for a time saving the capture benchmark could not
+    /// measure).
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, start: usize) -> Result<Tensor> {
         let (heads, n, dh) = q.dims3()?;
         let total = k.dim(1)?;
