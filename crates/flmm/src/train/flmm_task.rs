@@ -89,10 +89,9 @@ impl FlmmTask {
         Ok(match &self.samples[index] {
             FlmmSample::RefCoco(s) => {
                 let image = flmm_data::image_io::load_rgb_image(&s.image_path)?;
-                let texts: Vec<String> = s.expressions().iter().map(|(_, t)| t.to_string()).collect();
+                let (refs, texts): (Vec<usize>, Vec<String>) = s.expressions().into_iter().map(|(r, t)| (r, t.to_string())).unzip();
                 let tokens = tokenize_expressions(&b.tokenizer, b.template, &b.image_prompt, &texts)?;
                 let masks = s.masks()?;
-                let refs: Vec<usize> = s.expressions().iter().map(|(r, _)| *r).collect();
                 let prepared = b.prepare_tokens(&image, tokens)?;
                 (image, prepared, refs.iter().map(|&r| masks[r].clone()).collect())
             }
