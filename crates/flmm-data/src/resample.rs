@@ -46,6 +46,15 @@ impl Filter {
         }
     }
 
+    /// The Pillow / Hugging Face `resample` id of the filter.
+    pub fn pil_id(self) -> i64 {
+        match self {
+            Filter::Nearest => 0,
+            Filter::Bilinear => 2,
+            Filter::Bicubic => 3,
+        }
+    }
+
     fn support(self) -> f64 {
         match self {
             Filter::Nearest => 0.0,

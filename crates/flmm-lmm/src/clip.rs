@@ -73,14 +73,9 @@ impl ClipVision {
     /// learned positions.
     fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
         let (n, _, s, _) = pixels.dims4()?;
-        let p = self.config.patch_size;
-        let g = s / p;
+        let g = s / self.config.patch_size;
         let d = self.config.hidden_size;
-        let patches = pixels
-            .reshape((n, 3, g, p, g, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((n * g * g, 3 * p * p))?;
+        let patches = unfold_patches(pixels, self.config.patch_size)?;
         let patches = patches.matmul(&self.patch_weight.t()?)?.reshape((n, g * g, d))?;
         let cls = self.class_embedding.reshape((1, 1, d))?.expand((n, 1, d))?;
         let x = Tensor::cat(&[&cls, &patches], 1)?;
@@ -105,6 +100,15 @@ impl ClipVision {
         let h = l.fc2.forward(&activate(&l.fc1.forward(&h)?, self.config.hidden_act)?)?;
         Ok((x + h)?)
     }
+}
+
+/// `[n, 3, S, S]` → `[n·g², 3·p·p]`: the non-overlapping `p × p` patches in raster order, each flattened
+/// as (channel, row, column) — the layout of a `[d, 3, p, p]` convolution weight, so a stride-`p`
+/// convolution is one matmul with the weight reshaped to `[d, 3·p·p]`.
+pub fn unfold_patches(pixels: &Tensor, p: usize) -> candle_core::Result<Tensor> {
+    let (n, c, s, _) = pixels.dims4()?;
+    let g = s / p;
+    pixels.reshape((n, c, g, p, g, p))?.permute((0, 2, 4, 1, 3, 5))?.contiguous()?.reshape((n * g * g, c * p * p))
 }
 
 /// Drops the CLS token when asked (`vision_feature_select_strategy = "default"`).

@@ -53,6 +53,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// The transformers name of the activation.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_pytorch_tanh",
+            Activation::QuickGelu => "quick_gelu",
+            Activation::Silu => "silu",
+        }
+    }
+
     fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "gelu" => Activation::Gelu,
@@ -263,6 +273,58 @@ impl LlavaConfig {
         };
         config.validate().map_err(bad)?;
         Ok(config)
+    }
+
+    /// The configuration as a transformers `config.json` with every value written out (no reliance on
+    /// class defaults), so [`LlavaConfig::from_file`] reads back exactly this configuration.
+    pub fn to_json(&self) -> serde_json::Value {
+        let v = &self.vision;
+        let t = &self.text;
+        let (architecture, model_type) = match self.family {
+            Family::Llava15 => ("LlavaForConditionalGeneration", "llava"),
+            Family::LlavaNext => ("LlavaNextForConditionalGeneration", "llava_next"),
+        };
+        let mut json = serde_json::json!({
+            "architectures": [architecture],
+            "model_type": model_type,
+            "image_token_index": self.image_token_index,
+            "projector_hidden_act": self.projector_act.name(),
+            "vision_feature_layer": self.vision_feature_layer,
+            "vision_feature_select_strategy": if self.drop_cls { "default" } else { "full" },
+            "tie_word_embeddings": t.tie_word_embeddings,
+            "vision_config": {
+                "model_type": "clip_vision_model",
+                "hidden_size": v.hidden_size,
+                "intermediate_size": v.intermediate_size,
+                "num_hidden_layers": v.num_hidden_layers,
+                "num_attention_heads": v.num_attention_heads,
+                "image_size": v.image_size,
+                "patch_size": v.patch_size,
+                "hidden_act": v.hidden_act.name(),
+                "layer_norm_eps": v.layer_norm_eps,
+            },
+            "text_config": {
+                "model_type": match t.kind { DecoderKind::Llama => "llama", DecoderKind::Mistral => "mistral" },
+                "vocab_size": t.vocab_size,
+                "hidden_size": t.hidden_size,
+                "intermediate_size": t.intermediate_size,
+                "num_hidden_layers": t.num_hidden_layers,
+                "num_attention_heads": t.num_attention_heads,
+                "num_key_value_heads": t.num_key_value_heads,
+                "rms_norm_eps": t.rms_norm_eps,
+                "rope_theta": t.rope_theta,
+                "max_position_embeddings": t.max_position_embeddings,
+                "sliding_window": t.sliding_window,
+                "eos_token_id": t.eos_token_id,
+                "tie_word_embeddings": t.tie_word_embeddings,
+                "hidden_act": "silu",
+            },
+        });
+        json["image_grid_pinpoints"] = serde_json::json!(self.image_grid_pinpoints);
+        if let Some(dtype) = &self.torch_dtype {
+            json["torch_dtype"] = serde_json::json!(dtype);
+        }
+        json
     }
 
     /// Number of vision blocks to run so that the output is hidden state `vision_feature_layer`

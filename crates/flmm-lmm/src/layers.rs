@@ -16,8 +16,8 @@ pub fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
-/// RMSNorm as transformers' LLaMA computes it: statistics in f32, normalized value cast back to the
-/// input dtype, then multiplied by the weight.
+/// RMSNorm as transformers' LLaMA computes it: statistics in f32 (f64 inputs stay f64), normalized value
+/// cast back to the input dtype, then multiplied by the weight.
 #[derive(Debug, Clone)]
 pub struct RmsNorm {
     weight: Tensor,
@@ -34,7 +34,7 @@ impl RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dtype = x.dtype();
-        let xf = x.to_dtype(DType::F32)?;
+        let xf = if dtype == DType::F64 { x.clone() } else { x.to_dtype(DType::F32)? };
         let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?.to_dtype(dtype)?;
         normed.broadcast_mul(&self.weight)

@@ -16,3 +16,4 @@ pub mod processor;
 pub mod prompt;
 pub mod summary;
 pub mod tokenizer;
+pub mod trainable;

@@ -45,3 +45,49 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 }
+
+/// Special tokens of a word-level tokenizer, in id order from 0: unknown, begin and end of sequence.
+pub const WORD_LEVEL_SPECIALS: [&str; 3] = ["<unk>", "<s>", "</s>"];
+
+/// Writes a word-level `tokenizer.json` (the toy model's): lower-casing, split into runs of word
+/// characters and runs of punctuation (`\w+|[^\w\s]+`), ids [`WORD_LEVEL_SPECIALS`] then `words` in
+/// order then `image_token` last; `<s>` is prepended when special tokens are requested, unknown words map
+/// to `<unk>`, decoding joins words with spaces. Returns the tokenizer as loaded back from the file.
+pub fn write_word_level(path: &Path, words: &[String], image_token: &str) -> Result<TextTokenizer> {
+    let mut vocab = serde_json::Map::new();
+    let all = WORD_LEVEL_SPECIALS.iter().map(|s| s.to_string()).chain(words.iter().cloned()).chain([image_token.to_string()]);
+    for word in all {
+        let id = vocab.len();
+        if vocab.insert(word.clone(), id.into()).is_some() {
+            return Err(LmmError::Tokenizer(format!("word {word:?} appears twice in the vocabulary")));
+        }
+    }
+    let added = |id: usize, content: &str| {
+        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+                           "normalized": false, "special": true})
+    };
+    let mut added_tokens: Vec<serde_json::Value> = WORD_LEVEL_SPECIALS.iter().enumerate().map(|(i, s)| added(i, s)).collect();
+    added_tokens.push(added(vocab.len() - 1, image_token));
+    let bos = WORD_LEVEL_SPECIALS[1];
+    let json = serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_tokens,
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [1], "tokens": [bos]}}
+        },
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": WORD_LEVEL_SPECIALS[0]}
+    });
+    let text = serde_json::to_string_pretty(&json).expect("a JSON value serializes");
+    flmm_nn::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|e| LmmError::BadFile { path: path.to_path_buf(), message: format!("cannot write: {e}") })?;
+    TextTokenizer::from_file(path)
+}

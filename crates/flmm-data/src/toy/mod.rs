@@ -4,12 +4,15 @@
 //!
 //! * [`scene`]: [`generate`] (deterministic from `(seed, index)`) and [`render`].
 //! * [`text`]: [`referring_expressions`], [`narrative`], [`questions`].
+//! * [`conversation`]: pretraining conversations for the toy VLM and the closed [`vocabulary`].
 //! * [`writer`]: [`write_toy_dataset`] (layout in the module docs).
 
+pub mod conversation;
 pub mod scene;
 pub mod text;
 pub mod writer;
 
+pub use conversation::{conversation, object_listing, vocabulary, words, Turn};
 pub use scene::{
     generate, relation, render, Background, Colour, Relation, Shape, Size, ToyConfig, ToyObject, ToyScene,
 };

@@ -155,8 +155,9 @@ pub fn count_word(n: usize) -> String {
     WORDS.get(n).map_or_else(|| n.to_string(), |w| w.to_string())
 }
 
-/// The narrative: "A picture of" + one phrase per (colour, shape) group in order of first appearance
-/// (singular "a large red circle", or plural "two green triangles" covering all of them) joined by ","
+/// The narrative: "A picture of" + one phrase per (colour, shape) group, groups ordered left to right by
+/// their leftmost member (so the order is visible in the image, ties by placement order), each singular
+/// ("a large red circle") or plural ("two green triangles" covering all of them), joined by ","
 /// and "and", then "on" "a dark background" (grounded to the background) ".".
 pub fn narrative(scene: &ToyScene) -> Narrative {
     let mut groups: Vec<(Colour, Shape, Vec<usize>)> = Vec::new();
@@ -166,6 +167,8 @@ pub fn narrative(scene: &ToyScene) -> Narrative {
             None => groups.push((o.colour, o.shape, vec![i])),
         }
     }
+    let leftmost = |ids: &[usize]| ids.iter().map(|&i| scene.objects[i].center.0).fold(f32::INFINITY, f32::min);
+    groups.sort_by(|a, b| leftmost(&a.2).total_cmp(&leftmost(&b.2)));
     let plain =
         |u: &str| NarrativeSegment { utterance: u.to_string(), objects: vec![], background: false, plural: false };
     let mut segs = vec![plain("A picture of")];

@@ -144,6 +144,35 @@ impl ProcessorConfig {
             do_normalize: true,
         }
     }
+
+    /// The settings as a `preprocessor_config.json` (`CLIPImageProcessor`), read back identically by
+    /// [`ProcessorConfig::from_json_str`].
+    pub fn to_json(&self) -> Value {
+        let size = |s: &SizeSpec| match *s {
+            SizeSpec::ShortestEdge(e) => serde_json::json!({ "shortest_edge": e }),
+            SizeSpec::HeightWidth { height, width } => serde_json::json!({ "height": height, "width": width }),
+        };
+        let mut json = serde_json::json!({
+            "image_processor_type": "CLIPImageProcessor",
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+            "size": size(&self.size),
+            "resample": self.resample.pil_id(),
+            "do_resize": true,
+            "do_center_crop": self.crop_size.is_some(),
+            "do_rescale": self.do_rescale,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": self.do_normalize,
+            "do_convert_rgb": true,
+        });
+        if let Some(crop) = &self.crop_size {
+            json["crop_size"] = size(crop);
+        }
+        if let Some(p) = &self.image_grid_pinpoints {
+            json["image_grid_pinpoints"] = serde_json::json!(p);
+        }
+        json
+    }
 }
 
 fn positive(v: &Value, what: &str) -> std::result::Result<u32, String> {
