@@ -121,6 +121,11 @@ enum Command {
         #[arg(long, default_value = "runs/eval")]
         out: PathBuf,
     },
+    /// The toy world: build its data, pretrain its VLM, score it.
+    Toy {
+        #[command(subcommand)]
+        action: flmm::toy::cli::ToyAction,
+    },
     /// Cache frozen features for fast head training (not implemented yet).
     Cache,
     /// Serve the HTTP API and web page (not implemented yet).
@@ -319,6 +324,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Toy { action } => flmm::toy::cli::run(action),
         Command::Cache => not_implemented("cache"),
         Command::Serve => not_implemented("serve"),
         Command::Chat => not_implemented("chat"),

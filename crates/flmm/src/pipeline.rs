@@ -32,6 +32,14 @@ pub struct Prediction {
     pub refined: Tensor,
 }
 
+impl Prediction {
+    /// The U-Net logits resized bilinearly to the image's `(height, width)`: the U-Net-alone prediction
+    /// at the size the refined masks have (how F-LMM scores its mask head).
+    pub fn unet_at(&self, height: usize, width: usize) -> anyhow::Result<Tensor> {
+        Ok(flmm_nn::resize::resize_bilinear_to(&self.unet, height, width)?)
+    }
+}
+
 impl Grounder {
     /// Loads the backbone (`dtype`, `device`), the head file and SAM; `cache` keeps SAM embeddings.
     pub fn open(model: &Path, head: &Path, sam: &Path, dtype: DType, device: &Device, cache: Option<&Path>) -> anyhow::Result<Self> {

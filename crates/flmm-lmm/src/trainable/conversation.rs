@@ -13,6 +13,7 @@ pub fn tokenize_conversation(tok: &TextTokenizer, template: Template, turns: &[T
     let eos = tok.token_id("</s>").ok_or_else(|| LmmError::Tokenizer("the tokenizer has no </s> token".into()))?;
     let mut input_ids = Vec::new();
     let mut targets = Vec::new();
+    let mut turn_targets = Vec::with_capacity(turns.len());
     for (i, turn) in turns.iter().enumerate() {
         let prompt = tok.encode(&template.instruction(&turn.user), i == 0)?;
         let answer = tok.encode(&turn.assistant, false)?;
@@ -22,8 +23,9 @@ pub fn tokenize_conversation(tok: &TextTokenizer, template: Template, turns: &[T
         targets.extend(std::iter::repeat_n(false, prompt.len()));
         input_ids.extend(prompt);
         targets.extend(std::iter::repeat_n(true, answer.len() + 1));
+        turn_targets.push(answer.len() + 1);
         input_ids.extend(answer);
         input_ids.push(eos);
     }
-    Ok(Conversation { input_ids, targets })
+    Ok(Conversation { input_ids, targets, turn_targets })
 }

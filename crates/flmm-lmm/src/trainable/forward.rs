@@ -28,6 +28,8 @@ pub struct Conversation {
     pub input_ids: Vec<u32>,
     /// Same length: `true` where the token is predicted from the tokens before it.
     pub targets: Vec<bool>,
+    /// Number of target tokens of each turn, in order (they sum to the number of `true` targets).
+    pub turn_targets: Vec<usize>,
 }
 
 /// The loss of one sequence.
@@ -36,8 +38,16 @@ pub struct SequenceLoss {
     pub loss: Tensor,
     /// Number of target tokens.
     pub tokens: usize,
-    /// Target tokens the model ranks first (greedy-correct).
-    pub correct: usize,
+    /// Per target token, in order: whether the model ranks it first (greedy-correct given the tokens
+    /// before it).
+    pub hits: Vec<bool>,
+}
+
+impl SequenceLoss {
+    /// Number of greedy-correct target tokens.
+    pub fn correct(&self) -> usize {
+        self.hits.iter().filter(|&&h| h).count()
+    }
 }
 
 fn get<'a>(w: &'a Tensors, key: &str) -> Result<&'a Tensor> {
@@ -222,7 +232,7 @@ impl TrainableLlava {
         let chosen = logits.gather(&label_t, 1)?;
         let loss = (lse - chosen)?.mean_all()?;
         let best: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-        let correct = best.iter().zip(&labels).filter(|(a, b)| a == b).count();
-        Ok(SequenceLoss { loss, tokens: labels.len(), correct })
+        let hits = best.iter().zip(&labels).map(|(a, b)| a == b).collect();
+        Ok(SequenceLoss { loss, tokens: labels.len(), hits })
     }
 }

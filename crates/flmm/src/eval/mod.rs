@@ -18,7 +18,7 @@ use flmm_data::refcoco::{load_refcoco, RefCocoOptions, RefCocoSplit, RefDataset,
 use flmm_lmm::prompt::{tokenize_expressions, Segment};
 use flmm_nn::metrics::{binarize_logits, MaskCounts};
 
-use crate::pipeline::Grounder;
+use crate::pipeline::{Grounder, Prediction};
 use config::EvalConfig;
 use records::{MaskRecord, RecordStore, SampleRecord};
 
@@ -191,7 +191,13 @@ fn evaluate_shard(
     Ok(())
 }
 
-/// Pixel counts of refined logits `[H, W]` against a ground-truth mask of the same size.
+/// The record of mask `k` of a prediction: refined and U-Net-alone counts against `gt`.
+fn mask_record(prediction: &Prediction, k: usize, gt: &Mask, plural: bool, isthing: bool) -> anyhow::Result<MaskRecord> {
+    let unet = prediction.unet_at(gt.height as usize, gt.width as usize)?;
+    Ok(MaskRecord { counts: counts(&prediction.refined.get(k)?, gt)?, unet: Some(counts(&unet.get(k)?, gt)?), plural, isthing })
+}
+
+/// Pixel counts of logits `[H, W]` against a ground-truth mask of the same size.
 fn counts(logits: &candle_core::Tensor, gt: &Mask) -> anyhow::Result<MaskCounts> {
     let (h, w) = logits.dims2()?;
     if (h as u32, w as u32) != (gt.height, gt.width) {
@@ -223,7 +229,7 @@ fn refcoco_sample(g: &Grounder, split: &RefCocoSplit, index: usize, concat: bool
         let tokens = tokenize_expressions(&b.tokenizer, b.template, &b.image_prompt, &texts)?;
         let prediction = g.predict(&image, &b.prepare_tokens(&image, tokens)?)?;
         for (k, (ref_index, _)) in group.iter().enumerate() {
-            masks.push(MaskRecord { counts: counts(&prediction.refined.get(k)?, &gt[*ref_index])?, plural: false, isthing: true });
+            masks.push(mask_record(&prediction, k, &gt[*ref_index], false, true)?);
         }
     }
     Ok(SampleRecord { index, image_id: s.image_id, masks })
@@ -241,7 +247,7 @@ fn png_sample(g: &Grounder, d: &PngDataset, index: usize) -> anyhow::Result<Samp
         .iter()
         .zip(&infos)
         .enumerate()
-        .map(|(k, (m, info))| Ok(MaskRecord { counts: counts(&prediction.refined.get(k)?, m)?, plural: info.plural, isthing: info.isthing }))
+        .map(|(k, (m, info))| mask_record(&prediction, k, m, info.plural, info.isthing))
         .collect::<anyhow::Result<_>>()?;
     Ok(SampleRecord { index, image_id: n.image_id, masks })
 }

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 /// One evaluated mask.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct MaskRecord {
-    /// Pixel counts against the ground truth.
+    /// Pixel counts of the refined mask against the ground truth.
     pub counts: MaskCounts,
+    /// Pixel counts of the U-Net's mask alone (resized to the image) against the ground truth.
+    #[serde(default)]
+    pub unet: Option<MaskCounts>,
     /// PNG: the phrase is plural.
     pub plural: bool,
     /// PNG: the segment is a thing (plurals count as things).
@@ -108,7 +111,7 @@ mod tests {
 
     fn record(index: usize) -> SampleRecord {
         let counts = MaskCounts { intersection: index as u64, union: 10, correct: 5, pixels: 10 };
-        SampleRecord { index, image_id: 7, masks: vec![MaskRecord { counts, plural: false, isthing: true }] }
+        SampleRecord { index, image_id: 7, masks: vec![MaskRecord { counts, unet: None, plural: false, isthing: true }] }
     }
 
     #[test]

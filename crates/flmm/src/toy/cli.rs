@@ -1,0 +1,110 @@
+//! `flmm toy …`: regenerate the toy world step by step.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use flmm_data::toy::{dataset_scenes, write_toy_dataset, ToyConfig};
+
+use super::pretrain::{pretrain_vlm, VlmPretrainOptions};
+use super::qa::evaluate_qa;
+use super::vlm::ToyVlm;
+use crate::train::config::OptimConfig;
+
+/// Default work directory of the toy world.
+pub const DEFAULT_WORK: &str = "runs/toy";
+
+/// The toy-world steps.
+#[derive(Subcommand, Debug)]
+pub enum ToyAction {
+    /// Write the toy grounding dataset (RefCOCO + PNG formats, QA lines) under <work>/data.
+    Build {
+        /// Work directory.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// Dataset seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training scenes.
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        /// Held-out scenes.
+        #[arg(long, default_value_t = 500)]
+        val: usize,
+    },
+    /// Pretrain the toy VLM on toy conversations (captions + QA; no masks): <work>/vlm-train/vlm.
+    PretrainVlm {
+        /// Work directory.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// Seed of the initial weights and the pretraining scenes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Pretraining scenes (one conversation each per epoch).
+        #[arg(long, default_value_t = 4000)]
+        scenes: usize,
+        /// Epochs.
+        #[arg(long, default_value_t = 2)]
+        epochs: u64,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        /// Conversations per optimizer step.
+        #[arg(long, default_value_t = 8)]
+        accumulate: usize,
+        /// Continue an interrupted run.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Question-answering accuracy of a toy VLM directory on held-out scenes (JSON).
+    Qa {
+        /// The model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Held-out scenes: the val split of the dataset with this seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training scenes of that dataset (the val scenes follow them).
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        /// Number of held-out scenes.
+        #[arg(long, default_value_t = 500)]
+        val: usize,
+    },
+}
+
+/// Runs one toy step.
+pub fn run(action: ToyAction) -> anyhow::Result<()> {
+    match action {
+        ToyAction::Build { work, seed, train, val } => {
+            let root = work.join("data");
+            let summary = write_toy_dataset(&root, seed, train, val)?;
+            println!("wrote the toy dataset to {}: {summary:?}", root.display());
+            Ok(())
+        }
+        ToyAction::PretrainVlm { work, seed, scenes, epochs, lr, accumulate, resume, quiet } => {
+            let optim = OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() };
+            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts = VlmPretrainOptions { work: work.clone(), seed, scenes, optim, resume, progress };
+            let summary = pretrain_vlm(&opts)?;
+            println!(
+                "pretrained the toy VLM: {} steps in {:.0}s, loss {:.3} → {:.3}; model in {}",
+                summary.steps,
+                summary.seconds,
+                summary.first_loss,
+                summary.last_loss,
+                super::pretrain::run_dir(&work).join("vlm").display()
+            );
+            Ok(())
+        }
+        ToyAction::Qa { model, seed, train, val } => {
+            let vlm = ToyVlm::load(&model)?;
+            let scenes = dataset_scenes(seed, train, val, &ToyConfig::default()).split_off(train);
+            let report = evaluate_qa(&vlm, &scenes)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! `flmm toy pretrain-vlm`: the toy VLM's pretraining run on the shared trainer (checkpoints, resume,
+//! metrics, progress bar), from a seeded initial model directory.
+
+use std::path::{Path, PathBuf};
+
+use flmm_data::toy::{generate, ToyConfig, ToyScene};
+
+use super::vlm::{init_vlm_dir, ToyVlm, VlmTask};
+use crate::train::config::{OptimConfig, TrainConfig};
+use crate::train::trainer::{train, TrainOptions, TrainSummary};
+
+/// Seed offset of the VLM's pretraining scenes: they are drawn apart from the grounding dataset's.
+pub const VLM_SCENE_SEED: u64 = 0x564c_4d00;
+
+/// What to pretrain and where.
+#[derive(Debug, Clone)]
+pub struct VlmPretrainOptions {
+    /// Work directory: `vlm-init/` (the untrained model), `vlm-train/` (run: metrics, checkpoints) and
+    /// the result `vlm-train/vlm/`.
+    pub work: PathBuf,
+    /// Seed of the initial weights and of the scenes.
+    pub seed: u64,
+    /// Number of training scenes (one conversation each).
+    pub scenes: usize,
+    /// Optimizer settings (epochs, lr, accumulation, …).
+    pub optim: OptimConfig,
+    /// Continue an interrupted run.
+    pub resume: bool,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// The pretraining scenes: `n` scenes of the toy generator under [`VLM_SCENE_SEED`] + `seed`.
+pub fn pretraining_scenes(seed: u64, n: usize) -> Vec<ToyScene> {
+    (0..n as u64).map(|i| generate(VLM_SCENE_SEED + seed, i, &ToyConfig::default())).collect()
+}
+
+/// Directory of the untrained (initial) toy VLM under `work`.
+pub fn init_dir(work: &Path) -> PathBuf {
+    work.join("vlm-init")
+}
+
+/// Run directory of the pretraining under `work`; the trained model is its `vlm/`.
+pub fn run_dir(work: &Path) -> PathBuf {
+    work.join("vlm-train")
+}
+
+/// Initializes (once) and pretrains the toy VLM.
+pub fn pretrain_vlm(opts: &VlmPretrainOptions) -> anyhow::Result<TrainSummary> {
+    let init = init_dir(&opts.work);
+    if !init.join("model.safetensors").is_file() {
+        init_vlm_dir(&init, opts.seed)?;
+    }
+    let task = VlmTask { vlm: ToyVlm::load(&init)?, scenes: pretraining_scenes(opts.seed, opts.scenes), variant_seed: opts.seed };
+    let config = TrainConfig { seed: opts.seed, optim: opts.optim.clone(), ..TrainConfig::default() };
+    config.validate()?;
+    let run = TrainOptions { out_dir: run_dir(&opts.work), resume: opts.resume, stop_after_step: None, show_progress: opts.progress };
+    Ok(train(&task, &config, &run)?)
+}
