@@ -5,6 +5,7 @@
 
 pub mod attention;
 pub mod data_check;
+pub mod default_model;
 pub mod device;
 pub mod eval;
 pub mod ground;

@@ -47,7 +47,7 @@ enum Command {
     },
     /// Ground phrases of a text in an image: mask PNGs, an overlay and result.json (score, box, COCO RLE).
     Ground {
-        /// Backbone model directory (LLaVA-1.5 / LLaVA-NeXT). The embedded toy default is not built yet.
+        /// Backbone model directory (LLaVA-1.5 / LLaVA-NeXT); without --model, --head and --sam the embedded toy model runs.
         #[arg(long)]
         model: Option<PathBuf>,
         /// Head file with official keys (`flmm import` converts released .pth heads).
@@ -262,8 +262,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ground { model, head, sam, image, text, phrases, out, save_logits, cache, dtype, device } => {
-            let (Some(model), Some(head), Some(sam)) = (model, head, sam) else {
-                anyhow::bail!("the embedded default model is not built yet: pass --model <dir> --head <head.safetensors> --sam <checkpoint>");
+            let (model, head, sam) = match (model, head, sam) {
+                (Some(model), Some(head), Some(sam)) => (model, head, sam),
+                (None, None, None) => {
+                    let toy = flmm::default_model::materialize()?;
+                    (toy.model, toy.head, toy.sam)
+                }
+                _ => anyhow::bail!("give all of --model, --head and --sam, or none of them for the embedded toy model"),
             };
             let phrases = if phrases.is_empty() { vec![text.trim().to_string()] } else { phrases };
             let request = flmm::ground::GroundRequest {

@@ -7,6 +7,7 @@ use flmm_data::toy::{dataset_scenes, write_toy_dataset, ToyConfig};
 
 use super::pretrain::{pretrain_vlm, VlmPretrainOptions};
 use super::qa::evaluate_qa;
+use super::ship::{ship_model, write_examples, ShipInputs};
 use super::vlm::ToyVlm;
 use crate::train::config::OptimConfig;
 
@@ -58,6 +59,28 @@ pub enum ToyAction {
         #[arg(long)]
         quiet: bool,
     },
+    /// Store the trained VLM, refiner and head in f16 as the embedded default model (models/toy, ≤ 15 MB)
+    /// and write example scenes (examples/toy). Rebuild flmm afterwards to embed them.
+    Ship {
+        /// Work directory holding vlm-train/vlm, sam-train/sam.safetensors and head-train/head.safetensors.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// The model output directory.
+        #[arg(long, default_value = "models/toy")]
+        out: PathBuf,
+        /// The example scenes' directory.
+        #[arg(long, default_value = "examples/toy")]
+        examples: PathBuf,
+        /// Dataset seed, training and held-out counts of `flmm toy build` (examples are held-out scenes).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training scenes of that dataset.
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        /// Held-out scenes of that dataset.
+        #[arg(long, default_value_t = 500)]
+        val: usize,
+    },
     /// Question-answering accuracy of a toy VLM directory on held-out scenes (JSON).
     Qa {
         /// The model directory.
@@ -97,6 +120,17 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
                 summary.last_loss,
                 super::pretrain::run_dir(&work).join("vlm").display()
             );
+            Ok(())
+        }
+        ToyAction::Ship { work, out, examples, seed, train, val } => {
+            let inputs = ShipInputs {
+                vlm: super::pretrain::run_dir(&work).join("vlm"),
+                sam: work.join("sam-train/sam.safetensors"),
+                head: work.join("head-train/head.safetensors"),
+            };
+            let size = ship_model(&inputs, &out)?;
+            let scenes = write_examples(&examples, seed, train, val, 6)?;
+            println!("shipped {:.2} MB to {} and {} example scenes to {}", size as f64 / 1048576.0, out.display(), scenes.len(), examples.display());
             Ok(())
         }
         ToyAction::Qa { model, seed, train, val } => {

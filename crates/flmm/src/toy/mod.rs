@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod pretrain;
 pub mod qa;
+pub mod ship;
 pub mod vlm;
