@@ -41,7 +41,7 @@ pub fn object_listing(scene: &ToyScene) -> String {
 /// narrative caption or, for odd `variant`, the [`object_listing`]; then at most `max_questions`
 /// question turns in an order drawn from `variant`.
 pub fn conversation(scene: &ToyScene, image_prompt: &str, variant: u64, max_questions: usize) -> Vec<Turn> {
-    let description = if variant % 2 == 0 { narrative(scene).caption } else { object_listing(scene) };
+    let description = if variant.is_multiple_of(2) { narrative(scene).caption } else { object_listing(scene) };
     let mut qa: Vec<Turn> = questions(scene).into_iter().map(|q| Turn { user: q.question, assistant: q.answer }).collect();
     for (i, o) in scene.objects.iter().enumerate() {
         for e in expressions_for(scene, i) {
