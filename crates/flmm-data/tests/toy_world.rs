@@ -267,3 +267,33 @@ fn round_trip_through_real_loaders() {
     let first: serde_json::Value = serde_json::from_str(qa.lines().next().unwrap()).unwrap();
     assert!(root.join(first["image"].as_str().unwrap()).is_file());
 }
+
+#[test]
+fn narrative_groups_run_left_to_right() {
+    for s in scenes(100) {
+        let n = narrative(&s);
+        let leftmost: Vec<f32> = n
+            .segments
+            .iter()
+            .filter(|g| !g.objects.is_empty())
+            .map(|g| g.objects.iter().map(|&i| s.objects[i].center.0).fold(f32::INFINITY, f32::min))
+            .collect();
+        assert!(leftmost.windows(2).all(|w| w[0] <= w[1]), "{}: {leftmost:?}", n.caption);
+    }
+}
+
+#[test]
+fn conversations_stay_inside_the_vocabulary() {
+    let vocab = flmm_data::toy::vocabulary(&["user : please give me a description of the image . assistant :"]);
+    for (i, s) in scenes(300).iter().enumerate() {
+        let turns = flmm_data::toy::conversation(s, "please give me a description of the image .", i as u64, usize::MAX);
+        assert!(turns.len() >= 5, "the image prompt and at least the four counting questions");
+        assert_eq!(turns[0].assistant == narrative(s).caption, i % 2 == 0, "even variants describe with the narrative");
+        for t in &turns {
+            for w in flmm_data::toy::words(&t.user).into_iter().chain(flmm_data::toy::words(&t.assistant)) {
+                assert!(vocab.binary_search(&w).is_ok(), "{w:?} of {t:?} is not in the vocabulary");
+            }
+        }
+    }
+    assert_eq!(flmm_data::toy::words("Where is the red-circle?"), ["where", "is", "the", "red", "-", "circle", "?"]);
+}
