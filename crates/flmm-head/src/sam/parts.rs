@@ -27,6 +27,11 @@ impl TensorSource<'_> {
         }
     }
 
+    /// Whether tensors are registered as trainable variables.
+    pub fn is_trainable(&self) -> bool {
+        matches!(self, TensorSource::Trainable(..))
+    }
+
     /// A non-trainable buffer (never registered in the store).
     pub fn buffer(&self, key: &str, shape: &[usize]) -> Result<Tensor, HeadError> {
         match self {
