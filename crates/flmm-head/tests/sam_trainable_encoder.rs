@@ -17,9 +17,9 @@ fn vit() -> VitConfig {
     VitConfig { img_size: 32, patch_size: 4, embed_dim: 8, depth: 2, heads: 2, global_blocks: vec![1], window: 3, out_chans: 16 }
 }
 
-/// Eight heads: the count `MaskDecoderConfig::detect` assumes when the checkpoint is loaded back.
+/// Two heads, not SAM's 8: the saved checkpoint records them in its metadata.
 fn decoder() -> MaskDecoderConfig {
-    MaskDecoderConfig { dim: 16, depth: 1, heads: 8, mlp_dim: 16, multimask_outputs: 3 }
+    MaskDecoderConfig { dim: 16, depth: 1, heads: 2, mlp_dim: 16, multimask_outputs: 3 }
 }
 
 /// Seeded weights in `dtype` (norm scales near 1); `overrides` replace tensors by key.
@@ -119,6 +119,7 @@ fn f16_checkpoint_loads_back() {
     assert_eq!(loaded.image_encoder.variant(), "vit(8)");
     let flmm_head::sam::ImageEncoder::Vit(v) = &loaded.image_encoder else { panic!("not a ViT") };
     assert_eq!(v.config(), &vit());
+    assert_eq!(loaded.mask_decoder.config(), &decoder(), "the head count comes back from the metadata");
     let a = trained.image_encoder.forward(&image(DType::F32)).unwrap();
     let b = loaded.image_encoder.forward(&image(DType::F32)).unwrap();
     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

@@ -2,7 +2,7 @@
 //! encoder and mask decoder, loaded from an official checkpoint with the variant read off its shapes;
 //! or, for pretraining, a SAM whose ViT encoder is trainable too ([`Sam::build_trainable`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
@@ -11,7 +11,7 @@ use flmm_nn::resize::resize_bilinear_to;
 
 use crate::error::HeadError;
 use crate::sam::image_encoder::{ImageEncoderVit, VitConfig};
-use crate::sam::mask_decoder::{MaskDecoder, MaskDecoderConfig};
+use crate::sam::mask_decoder::{heads_metadata_key, DecodedMasks, MaskDecoder, MaskDecoderConfig};
 use crate::sam::parts::TensorSource;
 use crate::sam::preprocess::SamGeometry;
 use crate::sam::prompt_encoder::{PromptEncoder, Prompts};
@@ -157,17 +157,20 @@ impl Sam {
         Self::assemble(w, encoder, decoder, true)
     }
 
-    /// Writes a checkpoint that [`Sam::load_file`] opens: every trainable tensor under its official key
-    /// plus the prompt encoder's positional-encoding buffer, stored as `dtype` (e.g. f16; loading
-    /// widens to f32). Only a SAM from [`Sam::build_trainable`] holds its encoder in the store.
+    /// Writes a safetensors checkpoint that [`Sam::load_file`] opens: every trainable tensor under its
+    /// official key plus the prompt encoder's positional-encoding buffer, stored as `dtype` (e.g. f16;
+    /// loading widens to f32), and the mask decoder's head count as metadata (`mask_decoder.num_heads`,
+    /// which shapes do not show). Only a SAM from [`Sam::build_trainable`] holds its encoder in the store.
     pub fn save_file(&self, path: &Path, dtype: DType) -> Result<(), HeadError> {
         if !self.params.names().iter().any(|k| k.starts_with("image_encoder.")) {
             return Err(HeadError::InvalidInput("this SAM's image encoder is frozen, so its tensors are not in the store to save".into()));
         }
         let mut all = self.params.tensors();
         all.insert(GAUSSIAN_KEY.into(), self.prompt_encoder.gaussian().clone());
-        let all = all.into_iter().map(|(k, t)| Ok((k, t.to_dtype(dtype)?))).collect::<Result<HashMap<_, _>, HeadError>>()?;
-        Ok(flmm_nn::params::save_tensors(&all, path)?)
+        let all = all.into_iter().map(|(k, t)| Ok((k, t.to_dtype(dtype)?))).collect::<Result<BTreeMap<_, _>, HeadError>>()?;
+        let metadata = HashMap::from([(heads_metadata_key("mask_decoder"), self.mask_decoder.config().heads.to_string())]);
+        flmm_nn::fsutil::write_atomic_with(path, |tmp| safetensors::serialize_to_file(&all, Some(metadata), tmp).map_err(std::io::Error::other))
+            .map_err(|e| HeadError::Checkpoint { path: path.to_path_buf(), message: format!("cannot write: {e}") })
     }
 
     fn assemble(w: &SamWeights, encoder: &EncoderConfig, decoder: MaskDecoderConfig, train_encoder: bool) -> Result<Self, HeadError> {
@@ -229,5 +232,37 @@ impl Sam {
         };
         let decoded = self.mask_decoder.forward(embedding, &self.prompt_encoder.dense_pe()?, &sparse, &dense, multimask)?;
         Ok(Prediction { masks: postprocess_masks(&decoded.masks, geometry)?, low_res: decoded.masks, iou: decoded.iou })
+    }
+
+    /// Low-resolution masks for many prompt sets on one encoded image, decoded in batches of prompts
+    /// with equally many sparse tokens (as SAM batches prompts): `masks [N, m, 4h, 4w]` and
+    /// `iou [N, m]`, in the order of `prompts`.
+    pub fn decode_many(&self, embedding: &Tensor, prompts: &[Prompts], multimask: bool) -> Result<DecodedMasks, HeadError> {
+        let encoded = prompts.iter().map(|p| self.prompt_encoder.forward(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, (sparse, _)) in encoded.iter().enumerate() {
+            groups.entry(sparse.dim(1)?).or_default().push(i);
+        }
+        let image_pe = self.prompt_encoder.dense_pe()?;
+        let (mut masks, mut ious, mut order) = (Vec::new(), Vec::new(), Vec::<usize>::with_capacity(prompts.len()));
+        for members in groups.values() {
+            let sparse = Tensor::cat(&members.iter().map(|&i| &encoded[i].0).collect::<Vec<_>>(), 0)?;
+            let dense = Tensor::cat(&members.iter().map(|&i| &encoded[i].1).collect::<Vec<_>>(), 0)?;
+            let decoded = self.mask_decoder.forward(embedding, &image_pe, &sparse, &dense, multimask)?;
+            masks.push(decoded.masks);
+            ious.push(decoded.iou);
+            order.extend(members);
+        }
+        let (masks, iou) = (Tensor::cat(&masks, 0)?.contiguous()?, Tensor::cat(&ious, 0)?.contiguous()?);
+        if order.iter().enumerate().all(|(row, &i)| row == i) {
+            return Ok(DecodedMasks { masks, iou });
+        }
+        // Row r of the grouped batch holds prompt order[r]; gather the rows back into prompt order.
+        let mut position = vec![0u32; order.len()];
+        for (row, &i) in order.iter().enumerate() {
+            position[i] = row as u32;
+        }
+        let position = Tensor::from_vec(position, prompts.len(), embedding.device())?;
+        Ok(DecodedMasks { masks: masks.index_select(&position, 0)?, iou: iou.index_select(&position, 0)? })
     }
 }
