@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod plot;
 pub mod png_out;
 pub mod sam_cmd;
+pub mod toy;
 pub mod train;
