@@ -20,7 +20,7 @@ use crate::unet::{UNetConfig, UNetHead};
 pub const SAM_PREFIX: &str = "sam.model.";
 
 /// SAM's positional-encoding buffer (saved with heads, not trained).
-const GAUSSIAN: &str = "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix";
+const GAUSSIAN: &str = crate::sam::model::GAUSSIAN_KEY;
 
 /// U-Net + text projection + SAM refiner.
 pub struct GroundingHead {

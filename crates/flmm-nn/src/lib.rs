@@ -9,6 +9,7 @@
 pub mod act;
 pub mod conv;
 pub mod fsutil;
+pub mod fused;
 pub mod gradcheck;
 pub mod init;
 pub mod loss;

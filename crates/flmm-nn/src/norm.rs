@@ -31,8 +31,19 @@ pub fn group_norm(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor,
     normalized.broadcast_mul(&w)?.broadcast_add(&b)?.to_dtype(in_dtype)
 }
 
-/// `LayerNorm` over the last dimension with affine `weight`, `bias: [D]`, as `torch.nn.LayerNorm`.
+/// `LayerNorm` over the last dimension with affine `weight`, `bias: [D]`, as `torch.nn.LayerNorm`. On
+/// the CPU one custom op with its own backward ([`crate::fused`]); elsewhere composed.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let in_dtype = x.dtype();
+    let xs = x.to_dtype(stats_dtype(in_dtype))?;
+    if crate::fused::applies(&xs) {
+        return crate::fused::layer_norm(&xs, &weight.to_dtype(xs.dtype())?, &bias.to_dtype(xs.dtype())?, eps)?.to_dtype(in_dtype);
+    }
+    layer_norm_composed(x, weight, bias, eps)
+}
+
+/// The composed LayerNorm (statistics in f32 or wider).
+fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     let in_dtype = x.dtype();
     let normalized = standardize_last_dim(&x.to_dtype(stats_dtype(in_dtype))?, eps)?;
     let w = weight.to_dtype(normalized.dtype())?;
@@ -89,8 +100,35 @@ mod tests {
         let x = sample(&[3, 2, 8], -1.0, 1.0, 6).unwrap();
         let w = sample(&[8], 0.5, 1.5, 7).unwrap();
         let b = sample(&[8], -0.5, 0.5, 8).unwrap();
-        let r = check(|t| weighted_sum(&layer_norm(&t[0], &t[1], &t[2], 1e-6)?, 9), &[x, w, b], 1e-6, 30).unwrap();
-        assert!(r.max_error < 1e-7, "{r:?}");
+        for f in [layer_norm, layer_norm_composed] {
+            let r = check(|t| weighted_sum(&f(&t[0], &t[1], &t[2], 1e-6)?, 9), &[x.clone(), w.clone(), b.clone()], 1e-6, 30).unwrap();
+            assert!(r.max_error < 1e-7, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_composed_in_f32_and_bf16() {
+        for dtype in [DType::F32, DType::BF16] {
+            let x = sample(&[4, 6, 9], -2.0, 2.0, 21).unwrap().to_dtype(dtype).unwrap();
+            let x = candle_core::Var::from_tensor(&x.transpose(0, 1).unwrap()).unwrap(); // non-contiguous view
+            let w = candle_core::Var::from_tensor(&sample(&[9], 0.5, 1.5, 22).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+            let b = candle_core::Var::from_tensor(&sample(&[9], -0.5, 0.5, 23).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+            let probe = sample(&[6, 4, 9], -1.0, 1.0, 24).unwrap().to_dtype(dtype).unwrap();
+            let mut outs = Vec::new();
+            for f in [layer_norm, layer_norm_composed] {
+                let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+                assert_eq!(y.dtype(), dtype);
+                let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+                let grads: Vec<Tensor> = [x.as_tensor(), w.as_tensor(), b.as_tensor()].iter().map(|v| g.get(v).unwrap().to_dtype(DType::F32).unwrap()).collect();
+                outs.push((y.to_dtype(DType::F32).unwrap(), grads));
+            }
+            let tol = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            let diff = |a: &Tensor, b: &Tensor| (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff(&outs[0].0, &outs[1].0) < tol, "{dtype:?} forward");
+            for (a, b) in outs[0].1.iter().zip(&outs[1].1) {
+                assert!(diff(a, b) < tol, "{dtype:?} gradient: max |Δ| {}", diff(a, b));
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub fn conv2d_patches(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<T
         .reshape((n * gh * gw, ci * k * k))?;
     let mut y = patches.matmul(&w.reshape((co, ci * k * k))?.t()?)?; // [n·gh·gw, co]
     if let Some(b) = bias {
-        y = y.broadcast_add(b)?;
+        y = crate::fused::add_bias(&y, b)?;
     }
     y.reshape((n, gh, gw, co))?.permute((0, 3, 1, 2))?.contiguous()
 }
@@ -32,12 +32,12 @@ pub fn conv_transpose2d_patches(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -
         bail!("conv_transpose2d_patches: input {:?} and kernel {:?} do not match", x.dims(), w.dims());
     }
     let rows = x.permute((0, 2, 3, 1))?.reshape((n * h * wd, ci))?;
-    let y = rows.matmul(&w.reshape((ci, co * k * k))?)?; // [n·h·w, co·k·k]
-    let y = y.reshape((n, h, wd, co, k, k))?.permute((0, 3, 1, 4, 2, 5))?.reshape((n, co, h * k, wd * k))?;
-    match bias {
-        Some(b) => y.broadcast_add(&b.reshape((1, co, 1, 1))?),
-        None => Ok(y),
+    let mut y = rows.matmul(&w.reshape((ci, co * k * k))?)?; // [n·h·w, co·k·k]
+    if let Some(b) = bias {
+        // Column (o, ky, kx) gets b[o]; added before the permute, so the bias gradient is a column sum.
+        y = crate::fused::add_bias(&y, &b.reshape((co, 1))?.broadcast_as((co, k * k))?.reshape(co * k * k)?)?;
     }
+    y.reshape((n, h, wd, co, k, k))?.permute((0, 3, 1, 4, 2, 5))?.reshape((n, co, h * k, wd * k))
 }
 
 #[cfg(test)]

@@ -30,6 +30,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Backbone model directory replacing the config's [model] dir (e.g. a control backbone).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
     /// Draw a metric from a training log (metrics.jsonl) as a PNG chart.
     Plot {
@@ -96,6 +99,9 @@ enum Command {
         /// The head to evaluate (official keys; see `flmm import`).
         #[arg(long)]
         head: PathBuf,
+        /// Backbone model directory replacing the config's [model] dir.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// RefCOCO family member: refcoco, refcoco+ or refcocog.
         #[arg(long, default_value = "refcoco")]
         dataset: String,
@@ -254,7 +260,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Train { config, out, resume, quiet } => train(&config, out, resume, quiet),
+        Command::Train { config, out, resume, quiet, model } => train(&config, model, out, resume, quiet),
         Command::Plot { metrics, out, key, linear } => {
             let out = out.unwrap_or_else(|| metrics.with_file_name(format!("{key}.png")));
             let n = flmm::plot::plot_file(&metrics, &key, &out, !linear)?;
@@ -297,7 +303,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Eval { benchmark, config, head, dataset, split, concat, all_sentences, workers, rank, limit, out } => {
+        Command::Eval { benchmark, config, head, model, dataset, split, concat, all_sentences, workers, rank, limit, out } => {
             let bench = match benchmark.as_str() {
                 "png" => flmm::eval::Benchmark::Png,
                 _ => {
@@ -314,7 +320,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             if workers == 0 {
                 anyhow::bail!("--workers must be at least 1");
             }
-            let config = flmm::eval::config::EvalConfig::load(&config)?;
+            let mut config = flmm::eval::config::EvalConfig::load(&config)?;
+            if let Some(dir) = model {
+                config.model.dir = dir;
+            }
             let opts = flmm::eval::EvalOptions {
                 out: out.clone(),
                 workers,
@@ -405,8 +414,12 @@ fn not_implemented(name: &str) -> anyhow::Result<()> {
     anyhow::bail!("`flmm {name}` is not implemented yet (see the README's status table)")
 }
 
-fn train(config_path: &std::path::Path, out: PathBuf, resume: bool, quiet: bool) -> anyhow::Result<()> {
-    let config = TrainConfig::load(config_path)?;
+fn train(config_path: &std::path::Path, model: Option<PathBuf>, out: PathBuf, resume: bool, quiet: bool) -> anyhow::Result<()> {
+    let mut config = TrainConfig::load(config_path)?;
+    if let Some(dir) = model {
+        let Some(section) = config.model.as_mut() else { anyhow::bail!("--model needs a config with a [model] section") };
+        section.dir = dir;
+    }
     let opts = TrainOptions { out_dir: out.clone(), resume, stop_after_step: None, show_progress: !quiet && std::io::stderr().is_terminal() };
     match &config.data {
         DataConfig::Blobs(data) => train_blobs(&config, data, &opts),

@@ -1,8 +1,11 @@
-//! SAM's ViT image encoder (ViT-B/L/H): patch embedding, absolute positions, windowed and global
-//! attention blocks with decomposed relative positions, and the convolutional neck. Frozen in F-LMM,
-//! so it uses candle's fused (non-differentiable) LayerNorm and softmax.
+//! SAM's ViT image encoder (ViT-B/L/H, or any smaller configuration): patch embedding, absolute
+//! positions, windowed and global attention blocks with decomposed relative positions, and the
+//! convolutional neck. Frozen in F-LMM, where it runs candle's fused (non-differentiable) LayerNorm and
+//! softmax for speed; loaded through [`TensorSource::Trainable`] it runs the gradient-checked `flmm-nn`
+//! versions instead (pretraining the toy refiner). Every other op of the forward is differentiable in
+//! both modes.
 
-use candle_core::{Module, Tensor};
+use candle_core::Tensor;
 use flmm_nn::patch_conv::conv2d_patches;
 
 use crate::error::HeadError;
@@ -84,13 +87,49 @@ impl VitConfig {
     }
 }
 
+/// Which implementations of LayerNorm and softmax the forward uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ops {
+    /// candle's fused kernels: fast, no gradients (frozen encoder).
+    Fused,
+    /// `flmm-nn`'s compositions of differentiable primitives (trainable encoder).
+    Differentiable,
+}
+
+impl Ops {
+    /// LayerNorm over the last dimension of `x`.
+    fn layer_norm(self, x: &Tensor, (weight, bias): &(Tensor, Tensor), eps: f64) -> Result<Tensor, HeadError> {
+        Ok(match self {
+            Ops::Fused => candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32)?,
+            Ops::Differentiable => flmm_nn::norm::layer_norm(x, weight, bias, eps)?,
+        })
+    }
+
+    /// Softmax over the last dimension of `x`.
+    fn softmax(self, x: &Tensor) -> Result<Tensor, HeadError> {
+        Ok(match self {
+            Ops::Fused => candle_nn::ops::softmax_last_dim(x)?,
+            Ops::Differentiable => flmm_nn::softmax::softmax_last_dim(x)?,
+        })
+    }
+
+    /// SAM's LayerNorm2d (eps 1e-6) on `[N, C, H, W]`.
+    fn channel_norm(self, x: &Tensor, norm: &(Tensor, Tensor)) -> Result<Tensor, HeadError> {
+        let y = self.layer_norm(&x.permute((0, 2, 3, 1))?, norm, 1e-6)?;
+        Ok(y.permute((0, 3, 1, 2))?.contiguous()?)
+    }
+}
+
+/// LayerNorm epsilon of the blocks.
+const BLOCK_EPS: f64 = 1e-6;
+
 struct Block {
-    norm1: candle_nn::LayerNorm,
+    norm1: (Tensor, Tensor),
     qkv: Linear,
     proj: Linear,
     rel_h: Tensor,
     rel_w: Tensor,
-    norm2: candle_nn::LayerNorm,
+    norm2: (Tensor, Tensor),
     lin1: Linear,
     lin2: Linear,
     window: usize,
@@ -99,61 +138,59 @@ struct Block {
 /// The encoder.
 pub struct ImageEncoderVit {
     config: VitConfig,
+    ops: Ops,
     patch_weight: Tensor,
     patch_bias: Tensor,
     pos_embed: Tensor,
     blocks: Vec<Block>,
-    neck: [Tensor; 6],
+    neck_conv1: Tensor,
+    neck_norm1: (Tensor, Tensor),
+    neck_conv2: Tensor,
+    neck_norm2: (Tensor, Tensor),
 }
 
 /// Most bytes of attention scores computed at once (global attention over 64×64 tokens is 64 MiB per head).
 const SCORE_CHUNK_BYTES: usize = 256 << 20;
 
 impl ImageEncoderVit {
-    /// Loads `prefix.*` (usually `image_encoder`).
-    pub fn load(w: &SamWeights, prefix: &str, config: &VitConfig) -> Result<Self, HeadError> {
-        let mut src = TensorSource::Frozen(w);
+    /// Loads `prefix.*` (usually `image_encoder`). Through [`TensorSource::Frozen`] the forward uses
+    /// candle's fused LayerNorm and softmax; through [`TensorSource::Trainable`] every tensor is
+    /// registered in the store under its key and the forward is differentiable end to end.
+    pub fn load(src: &mut TensorSource, prefix: &str, config: &VitConfig) -> Result<Self, HeadError> {
+        let ops = if src.is_trainable() { Ops::Differentiable } else { Ops::Fused };
         let d = config.embed_dim;
         let p = config.patch_size;
         let g = config.grid();
         let dh = d / config.heads;
-        let ln = |src: &mut TensorSource, key: String| -> Result<candle_nn::LayerNorm, HeadError> {
-            let (wt, b) = src.norm(&key, d)?;
-            Ok(candle_nn::LayerNorm::new(wt, b, 1e-6))
-        };
         let mut blocks = Vec::with_capacity(config.depth);
         for i in 0..config.depth {
             let b = format!("{prefix}.blocks.{i}");
             let window = if config.global_blocks.contains(&i) { 0 } else { config.window };
             let side = if window == 0 { g } else { window };
             blocks.push(Block {
-                norm1: ln(&mut src, format!("{b}.norm1"))?,
+                norm1: src.norm(&format!("{b}.norm1"), d)?,
                 qkv: src.linear(&format!("{b}.attn.qkv"), d, 3 * d)?,
                 proj: src.linear(&format!("{b}.attn.proj"), d, d)?,
                 rel_h: src.get(&format!("{b}.attn.rel_pos_h"), &[2 * side - 1, dh])?,
                 rel_w: src.get(&format!("{b}.attn.rel_pos_w"), &[2 * side - 1, dh])?,
-                norm2: ln(&mut src, format!("{b}.norm2"))?,
+                norm2: src.norm(&format!("{b}.norm2"), d)?,
                 lin1: src.linear(&format!("{b}.mlp.lin1"), d, 4 * d)?,
                 lin2: src.linear(&format!("{b}.mlp.lin2"), 4 * d, d)?,
                 window,
             });
         }
         let o = config.out_chans;
-        let neck = [
-            src.get(&format!("{prefix}.neck.0.weight"), &[o, d, 1, 1])?,
-            src.get(&format!("{prefix}.neck.1.weight"), &[o])?,
-            src.get(&format!("{prefix}.neck.1.bias"), &[o])?,
-            src.get(&format!("{prefix}.neck.2.weight"), &[o, o, 3, 3])?,
-            src.get(&format!("{prefix}.neck.3.weight"), &[o])?,
-            src.get(&format!("{prefix}.neck.3.bias"), &[o])?,
-        ];
         Ok(Self {
             config: config.clone(),
+            ops,
             patch_weight: src.get(&format!("{prefix}.patch_embed.proj.weight"), &[d, 3, p, p])?,
             patch_bias: src.get(&format!("{prefix}.patch_embed.proj.bias"), &[d])?,
             pos_embed: src.get(&format!("{prefix}.pos_embed"), &[1, g, g, d])?,
             blocks,
-            neck,
+            neck_conv1: src.get(&format!("{prefix}.neck.0.weight"), &[o, d, 1, 1])?,
+            neck_norm1: src.norm(&format!("{prefix}.neck.1"), o)?,
+            neck_conv2: src.get(&format!("{prefix}.neck.2.weight"), &[o, o, 3, 3])?,
+            neck_norm2: src.norm(&format!("{prefix}.neck.3"), o)?,
         })
     }
 
@@ -167,7 +204,7 @@ impl ImageEncoderVit {
         &self.config
     }
 
-    /// `[1, 3, S, S]` normalized, padded image → `[1, out_chans, S/16, S/16]`.
+    /// `[1, 3, S, S]` normalized, padded image → `[1, out_chans, S/patch, S/patch]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, HeadError> {
         let x = conv2d_patches(x, &self.patch_weight, Some(&self.patch_bias))?.permute((0, 2, 3, 1))?;
         let mut x = x.broadcast_add(&self.pos_embed)?.contiguous()?; // [1, g, g, d]
@@ -175,16 +212,15 @@ impl ImageEncoderVit {
             x = self.block(block, &x)?;
         }
         let x = x.permute((0, 3, 1, 2))?.contiguous()?;
-        let [c0, n1w, n1b, c2, n3w, n3b] = &self.neck;
-        let x = flmm_nn::conv::conv2d(&x, c0, None, 0)?;
-        let x = channel_norm(&x, n1w, n1b)?;
-        let x = flmm_nn::conv::conv2d(&x, c2, None, 1)?;
-        channel_norm(&x, n3w, n3b)
+        let x = flmm_nn::conv::conv2d(&x, &self.neck_conv1, None, 0)?;
+        let x = self.ops.channel_norm(&x, &self.neck_norm1)?;
+        let x = flmm_nn::conv::conv2d(&x, &self.neck_conv2, None, 1)?;
+        self.ops.channel_norm(&x, &self.neck_norm2)
     }
 
     fn block(&self, b: &Block, x: &Tensor) -> Result<Tensor, HeadError> {
         let (_, h, w, _) = x.dims4()?;
-        let y = b.norm1.forward(x)?;
+        let y = self.ops.layer_norm(x, &b.norm1, BLOCK_EPS)?;
         let y = if b.window > 0 {
             let (windows, hp, wp) = window_partition(&y, b.window)?;
             let out = self.attention(b, &windows)?;
@@ -193,7 +229,7 @@ impl ImageEncoderVit {
             self.attention(b, &y)?
         };
         let x = (x + y)?;
-        let m = b.lin2.forward(&b.lin1.forward(&b.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let m = b.lin2.forward(&flmm_nn::act::gelu(&b.lin1.forward(&self.ops.layer_norm(&x, &b.norm2, BLOCK_EPS)?)?)?)?;
         Ok((x + m)?)
     }
 
@@ -227,7 +263,7 @@ impl ImageEncoderVit {
             let rel_w = rq.permute((2, 0, 1, 3))?.reshape((w, m * h, dh))?.matmul(&rw.transpose(1, 2)?)?;
             let rel_w = rel_w.reshape((w, m, h, w))?.permute((1, 2, 0, 3))?;
             let attn = attn.broadcast_add(&rel_h.unsqueeze(4)?)?.broadcast_add(&rel_w.unsqueeze(3)?)?;
-            let attn = candle_nn::ops::softmax_last_dim(&attn.reshape((m, n, n))?)?;
+            let attn = self.ops.softmax(&attn.reshape((m, n, n))?)?;
             outs.push(attn.matmul(&vc)?);
             start += m;
         }
@@ -269,10 +305,3 @@ fn window_unpartition(windows: &Tensor, ws: usize, (hp, wp): (usize, usize), (h,
     let x = windows.reshape((b, hp / ws, wp / ws, ws, ws, c))?.permute((0, 1, 3, 2, 4, 5))?.reshape((b, hp, wp, c))?;
     Ok(x.narrow(1, 0, h)?.narrow(2, 0, w)?.contiguous()?)
 }
-
-/// SAM's LayerNorm2d (eps 1e-6) on `[N, C, H, W]`.
-fn channel_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor, HeadError> {
-    let y = candle_nn::ops::layer_norm(&x.permute((0, 2, 3, 1))?.contiguous()?, weight, bias, 1e-6)?;
-    Ok(y.permute((0, 3, 1, 2))?.contiguous()?)
-}
-

@@ -81,7 +81,8 @@ impl Default for MaskDecoderConfig {
 
 impl MaskDecoderConfig {
     /// Reads width, depth, MLP width and mask-token count off checkpoint shapes under `prefix`; the
-    /// head count is not visible in shapes and stays SAM's 8.
+    /// head count is not visible in shapes: it is the file's `<prefix>.num_heads` metadata when present
+    /// (written by [`crate::sam::Sam::save_file`]), SAM's 8 otherwise.
     pub fn detect(w: &crate::sam::SamWeights, prefix: &str) -> Result<Self, HeadError> {
         let bad = |message: String| HeadError::Checkpoint { path: w.source().to_path_buf(), message };
         let shape = |key: String| w.shape_of(&key).ok_or_else(|| bad(format!("missing key {key}")));
@@ -91,8 +92,21 @@ impl MaskDecoderConfig {
         if tokens.len() != 2 || tokens[0] < 1 || lin1.len() != 2 {
             return Err(bad(format!("{prefix}.mask_tokens.weight {tokens:?} is not a SAM mask decoder")));
         }
-        Ok(Self { dim: tokens[1], depth, heads: 8, mlp_dim: lin1[0], multimask_outputs: tokens[0] - 1 })
+        let heads = match w.metadata(&heads_metadata_key(prefix)) {
+            Some(v) => v.parse().map_err(|_| bad(format!("{} = {v:?} is not a head count", heads_metadata_key(prefix))))?,
+            None => 8,
+        };
+        // Cross-attention runs at half the width, so the heads must divide that too.
+        if heads == 0 || tokens[1] % (2 * heads) != 0 {
+            return Err(bad(format!("{heads} attention heads do not divide the mask decoder's width {} and its half", tokens[1])));
+        }
+        Ok(Self { dim: tokens[1], depth, heads, mlp_dim: lin1[0], multimask_outputs: tokens[0] - 1 })
     }
+}
+
+/// The metadata key recording the head count of the mask decoder under `prefix`.
+pub fn heads_metadata_key(prefix: &str) -> String {
+    format!("{prefix}.num_heads")
 }
 
 /// The decoder.
@@ -110,9 +124,9 @@ pub struct MaskDecoder {
 
 /// Output of [`MaskDecoder::forward`].
 pub struct DecodedMasks {
-    /// `[1, m, 4h, 4w]` low-resolution mask logits (m = 1, or the multimask outputs).
+    /// `[B, m, 4h, 4w]` low-resolution mask logits (m = 1, or the multimask outputs).
     pub masks: Tensor,
-    /// `[1, m]` predicted IoU.
+    /// `[B, m]` predicted IoU.
     pub iou: Tensor,
 }
 
@@ -159,11 +173,18 @@ impl MaskDecoder {
         self.config.dim
     }
 
-    /// Decodes masks for one prompt set: `image [1, C, h, w]`, `image_pe [1, C, h, w]`,
-    /// `sparse [1, n, C]`, `dense [1, C, h, w]`.
+    /// The hyper-parameters.
+    pub fn config(&self) -> &MaskDecoderConfig {
+        &self.config
+    }
+
+    /// Decodes masks for `B` prompt sets on one image: `image [1, C, h, w]`, `image_pe [1, C, h, w]`,
+    /// `sparse [B, n, C]` (the same token count `n` for all), `dense [B, C, h, w]`.
     pub fn forward(&self, image: &Tensor, image_pe: &Tensor, sparse: &Tensor, dense: &Tensor, multimask: bool) -> Result<DecodedMasks, HeadError> {
         let c = self.config.dim;
-        let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?.unsqueeze(0)?;
+        let b = sparse.dim(0)?;
+        let output_tokens = Tensor::cat(&[&self.iou_token, &self.mask_tokens], 0)?;
+        let output_tokens = output_tokens.unsqueeze(0)?.broadcast_as((b, output_tokens.dim(0)?, c))?.contiguous()?;
         let tokens = Tensor::cat(&[&output_tokens, &sparse.to_dtype(output_tokens.dtype())?], 1)?;
         let src = image.broadcast_add(dense)?;
         let (_, _, h, w) = src.dims4()?;
@@ -171,26 +192,27 @@ impl MaskDecoder {
         let iou_out = queries.narrow(1, 0, 1)?.squeeze(1)?;
         let n_masks = self.config.multimask_outputs + 1;
         let mask_out = queries.narrow(1, 1, n_masks)?;
-        let src = keys.transpose(1, 2)?.reshape((1, c, h, w))?;
+        let src = keys.transpose(1, 2)?.reshape((b, c, h, w))?;
         let [(w0, b0), (n1w, n1b), (w3, b3)] = &self.upscale;
         let up = conv_transpose2d_patches(&src, w0, Some(b0))?;
         let up = gelu(&layer_norm_2d(&up, n1w, n1b, 1e-6)?)?;
-        let up = gelu(&conv_transpose2d_patches(&up, w3, Some(b3))?)?; // [1, C/8, 4h, 4w]
+        let up = gelu(&conv_transpose2d_patches(&up, w3, Some(b3))?)?; // [B, C/8, 4h, 4w]
         let hyper: Vec<Tensor> = self
             .hypernetworks
             .iter()
             .enumerate()
             .map(|(i, m)| mlp(m, &mask_out.narrow(1, i, 1)?.squeeze(1)?))
             .collect::<Result<_, _>>()?;
-        let hyper = Tensor::stack(&hyper, 1)?; // [1, n_masks, C/8]
+        let hyper = Tensor::stack(&hyper, 1)?; // [B, n_masks, C/8]
         let (_, cu, hu, wu) = up.dims4()?;
-        let masks = hyper.matmul(&up.reshape((1, cu, hu * wu))?)?.reshape((1, n_masks, hu, wu))?;
+        let masks = hyper.matmul(&up.reshape((b, cu, hu * wu))?)?.reshape((b, n_masks, hu, wu))?;
         let iou = mlp(&self.iou_head, &iou_out)?;
         let (start, count) = if multimask { (1, n_masks - 1) } else { (0, 1) };
         Ok(DecodedMasks { masks: masks.narrow(1, start, count)?, iou: iou.narrow(1, start, count)? })
     }
 
-    /// The two-way transformer: `(queries [1, N, C], keys [1, hw, C])`.
+    /// The two-way transformer over `image [B, C, h, w]` (positions `image_pe [1, C, h, w]`) and
+    /// `tokens [B, N, C]`: `(queries [B, N, C], keys [B, hw, C])`.
     fn transformer(&self, image: &Tensor, image_pe: &Tensor, tokens: &Tensor) -> Result<(Tensor, Tensor), HeadError> {
         let flat = |x: &Tensor| -> Result<Tensor, HeadError> { Ok(x.flatten_from(2)?.transpose(1, 2)?.contiguous()?) };
         let mut keys = flat(image)?;
@@ -207,16 +229,16 @@ impl MaskDecoder {
             };
             queries = ln(&queries, &b.norms[0])?;
             let q = (&queries + query_pe)?;
-            let k = (&keys + &key_pe)?;
+            let k = keys.broadcast_add(&key_pe)?;
             queries = ln(&(&queries + b.to_image.forward(&q, &k, &keys)?)?, &b.norms[1])?;
             let hidden = relu(&b.mlp[0].forward(&queries)?)?;
             queries = ln(&(&queries + b.mlp[1].forward(&hidden)?)?, &b.norms[2])?;
             let q = (&queries + query_pe)?;
-            let k = (&keys + &key_pe)?;
+            let k = keys.broadcast_add(&key_pe)?;
             keys = ln(&(&keys + b.to_token.forward(&k, &q, &queries)?)?, &b.norms[3])?;
         }
         let q = (&queries + query_pe)?;
-        let k = (&keys + &key_pe)?;
+        let k = keys.broadcast_add(&key_pe)?;
         let queries = (&queries + self.final_attn.forward(&q, &k, &keys)?)?;
         Ok((layer_norm(&queries, &self.final_norm.0, &self.final_norm.1, 1e-5)?, keys))
     }

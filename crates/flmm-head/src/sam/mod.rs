@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod image_encoder;
+pub mod init;
 pub mod mask_decoder;
 pub mod model;
 pub mod parts;

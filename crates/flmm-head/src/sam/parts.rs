@@ -27,6 +27,11 @@ impl TensorSource<'_> {
         }
     }
 
+    /// Whether tensors are registered as trainable variables.
+    pub fn is_trainable(&self) -> bool {
+        matches!(self, TensorSource::Trainable(..))
+    }
+
     /// A non-trainable buffer (never registered in the store).
     pub fn buffer(&self, key: &str, shape: &[usize]) -> Result<Tensor, HeadError> {
         match self {
@@ -55,9 +60,15 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Applies the layer to `x [.., in]`.
+    /// Applies the layer to `x [.., in]` (one matrix product over all leading dimensions; the bias
+    /// gradient is a column sum, see `flmm_nn::fused::add_bias`).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, HeadError> {
-        Ok(x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        let dims = x.dims();
+        let (input, output) = (dims[dims.len() - 1], self.weight.dim(0)?);
+        let rows = x.reshape(((), input))?.matmul(&self.weight.t()?)?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("a linear input has a last dimension") = output;
+        Ok(flmm_nn::fused::add_bias(&rows, &self.bias)?.reshape(out_dims)?)
     }
 }
 

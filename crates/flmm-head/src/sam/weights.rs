@@ -1,5 +1,7 @@
 //! SAM checkpoint tensors by key: official `.pth` files (PyTorch zip format), safetensors conversions,
 //! or an in-memory map (tests). Every lookup checks the shape and names the key and file on failure.
+//! A safetensors file's string metadata (`__metadata__`) is kept too: it carries what shapes cannot
+//! tell, such as the mask decoder's head count of a non-standard SAM.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ pub type WeightGenerator = Box<dyn Fn(&str, &[usize]) -> Tensor>;
 /// that makes any requested tensor.
 pub struct SamWeights {
     tensors: HashMap<String, Tensor>,
+    metadata: HashMap<String, String>,
     generator: Option<WeightGenerator>,
     source: PathBuf,
 }
@@ -23,13 +26,12 @@ impl SamWeights {
     /// Reads `path`: `.safetensors`, or a `torch.save` zip archive (`.pth` / `.pt`). A legacy (non-zip)
     /// pickle is refused with the command that converts it.
     pub fn load(path: &Path) -> Result<Self, HeadError> {
-        let tensors = if path.extension().is_some_and(|e| e == "safetensors") {
-            candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| HeadError::Checkpoint {
-                path: path.to_path_buf(),
-                message: format!("not a valid safetensors file: {e}"),
-            })?
+        let invalid = |e: &dyn std::fmt::Display| HeadError::Checkpoint { path: path.to_path_buf(), message: format!("not a valid safetensors file: {e}") };
+        let (tensors, metadata) = if path.extension().is_some_and(|e| e == "safetensors") {
+            let metadata = safetensors_metadata(path).map_err(|e| invalid(&e))?;
+            (candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| invalid(&e))?, metadata)
         } else {
-            crate::torch_file::read_torch_zip(path, None)?
+            (crate::torch_file::read_torch_zip(path, None)?, HashMap::new())
         };
         let tensors = tensors
             .into_iter()
@@ -38,23 +40,28 @@ impl SamWeights {
                 Ok((k, t))
             })
             .collect::<Result<_, HeadError>>()?;
-        Ok(Self::from_map(tensors, path))
+        Ok(Self { metadata, ..Self::from_map(tensors, path) })
     }
 
     /// Wraps tensors already in memory (dtypes kept); `source` names them in errors.
     pub fn from_map(tensors: HashMap<String, Tensor>, source: &Path) -> Self {
-        Self { tensors, generator: None, source: source.to_path_buf() }
+        Self { tensors, metadata: HashMap::new(), generator: None, source: source.to_path_buf() }
     }
 
     /// Synthetic weights: every key exists and `generator(key, shape)` makes its tensor. Shape-based
     /// detection needs real tensors, so build models from these with explicit configurations.
     pub fn synthetic(generator: WeightGenerator) -> Self {
-        Self { tensors: HashMap::new(), generator: Some(generator), source: PathBuf::from("<synthetic weights>") }
+        Self { tensors: HashMap::new(), metadata: HashMap::new(), generator: Some(generator), source: PathBuf::from("<synthetic weights>") }
     }
 
     /// Where the tensors came from.
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// The file's metadata entry `key` (safetensors `__metadata__`), if any.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Whether `key` exists.
@@ -89,4 +96,24 @@ impl SamWeights {
         }
         Ok(t.clone())
     }
+}
+
+/// The `__metadata__` strings of a safetensors file: its header is an 8-byte little-endian length and
+/// that many bytes of JSON.
+fn safetensors_metadata(path: &Path) -> std::io::Result<HashMap<String, String>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    if len > file.metadata()?.len() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("header of {len} bytes in a shorter file")));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)?;
+    Ok(match header.get("__metadata__").and_then(|m| m.as_object()) {
+        Some(m) => m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect(),
+        None => HashMap::new(),
+    })
 }

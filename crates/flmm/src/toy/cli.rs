@@ -7,6 +7,7 @@ use flmm_data::toy::{dataset_scenes, write_toy_dataset, ToyConfig};
 
 use super::pretrain::{pretrain_vlm, VlmPretrainOptions};
 use super::qa::evaluate_qa;
+use super::sam_pretrain::{pretrain_sam, SamPretrainOptions};
 use super::ship::{ship_model, write_examples, ShipInputs};
 use super::vlm::ToyVlm;
 use crate::train::config::OptimConfig;
@@ -52,6 +53,34 @@ pub enum ToyAction {
         /// Conversations per optimizer step.
         #[arg(long, default_value_t = 8)]
         accumulate: usize,
+        /// Continue an interrupted run.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Pretrain the toy SAM refiner on promptable segmentation of toy scenes (boxes, points, box +
+    /// coarse mask): <work>/sam-train/sam.safetensors, with held-out mean IoU per prompt kind.
+    PretrainSam {
+        /// Work directory.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// Seed of the initial weights, data order and prompts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training scenes (every object of each prompted once per epoch).
+        #[arg(long, default_value_t = 2400)]
+        scenes: usize,
+        /// Epochs.
+        #[arg(long, default_value_t = 1)]
+        epochs: u64,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// Held-out scenes evaluated at the end.
+        #[arg(long, default_value_t = 100)]
+        val: usize,
         /// Continue an interrupted run.
         #[arg(long)]
         resume: bool,
@@ -120,6 +149,36 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
                 summary.last_loss,
                 super::pretrain::run_dir(&work).join("vlm").display()
             );
+            Ok(())
+        }
+        ToyAction::PretrainSam { work, seed, scenes, epochs, lr, val, resume, quiet } => {
+            let opts = SamPretrainOptions {
+                seed,
+                train_scenes: scenes,
+                eval_scenes: val,
+                epochs,
+                lr,
+                out_dir: work.join("sam-train"),
+                show_progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                resume,
+                ..SamPretrainOptions::default()
+            };
+            let report = pretrain_sam(&opts)?;
+            println!(
+                "pretrained the toy refiner: {} steps in {:.0}s, loss {:.3} → {:.3}; {} parameters, {:.2} MB at {}",
+                report.train.steps,
+                report.train.seconds,
+                report.train.first_loss,
+                report.train.last_loss,
+                report.parameters,
+                report.file_bytes as f64 / 1048576.0,
+                report.sam_path.display()
+            );
+            if let Some(eval) = report.eval {
+                for k in &eval.per_kind {
+                    println!("held-out mean IoU ({} objects), {:>8} prompt: {:.4}", eval.objects, k.kind.name(), k.mean_iou);
+                }
+            }
             Ok(())
         }
         ToyAction::Ship { work, out, examples, seed, train, val } => {

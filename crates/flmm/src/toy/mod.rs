@@ -1,8 +1,10 @@
 //! The toy world end to end: a tiny vision-language model pretrained by flmm on toy conversations
-//! ([`vlm`], [`pretrain`]), and its question-answering accuracy ([`qa`]).
+//! ([`vlm`], [`pretrain`]) and its question-answering accuracy ([`qa`]); a tiny SAM refiner pretrained
+//! on toy scenes ([`sam_pretrain`]); shipping them as the embedded default model ([`ship`]).
 
 pub mod cli;
 pub mod pretrain;
 pub mod qa;
+pub mod sam_pretrain;
 pub mod ship;
 pub mod vlm;

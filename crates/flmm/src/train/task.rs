@@ -26,6 +26,10 @@ pub trait TrainTask {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Called before the samples of optimizer step `step` (0-based) are computed. Tasks whose samples
+    /// vary from step to step (random prompts, augmentation) derive that randomness from `step`, so a
+    /// resumed run sees the same data as an uninterrupted one.
+    fn begin_step(&self, _step: u64) {}
     /// Loss of sample `index` with the forward pass in `dtype`.
     fn sample_loss(&self, index: usize, dtype: DType) -> Result<SampleLoss>;
     /// Whether parameter `name` may legitimately receive no gradient (it is trained in general but

@@ -148,6 +148,7 @@ pub fn train(task: &dyn TrainTask, config: &TrainConfig, opts: &TrainOptions) ->
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut logs: BTreeMap<String, f64> = BTreeMap::new();
         let mut loss_sum = 0.0;
+        task.begin_step(state.step);
         for micro in 0..o.accumulate {
             let sample = order[(position + micro) % n];
             let out = task.sample_loss(sample, o.dtype.dtype())?;
