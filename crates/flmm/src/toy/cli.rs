@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use flmm_data::toy::{dataset_scenes, write_toy_dataset, ToyConfig};
 
+use super::all::{regenerate, summary, RegenerateOptions};
 use super::pretrain::{pretrain_vlm, VlmPretrainOptions};
 use super::qa::evaluate_qa;
 use super::sam_pretrain::{pretrain_sam, SamPretrainOptions};
@@ -124,6 +125,22 @@ pub enum ToyAction {
         /// Number of held-out scenes.
         #[arg(long, default_value_t = 500)]
         val: usize,
+        /// Also write the report (JSON) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Regenerate everything: data, VLM and refiner pretraining (side by side), head and control head
+    /// (on the untrained VLM), QA, evaluation; logs in <work>/logs, times in <work>/regeneration.json.
+    All {
+        /// Work directory.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// The head's training config (its paths are replaced by the work directory's).
+        #[arg(long, default_value = "configs/toy.toml")]
+        config: PathBuf,
+        /// Held-out scenes scored for question answering.
+        #[arg(long, default_value_t = 500)]
+        qa_scenes: usize,
     },
 }
 
@@ -192,11 +209,24 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             println!("shipped {:.2} MB to {} and {} example scenes to {}", size as f64 / 1048576.0, out.display(), scenes.len(), examples.display());
             Ok(())
         }
-        ToyAction::Qa { model, seed, train, val } => {
+        ToyAction::Qa { model, seed, train, val, out } => {
             let vlm = ToyVlm::load(&model)?;
             let scenes = dataset_scenes(seed, train, val, &ToyConfig::default()).split_off(train);
-            let report = evaluate_qa(&vlm, &scenes)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            let report = serde_json::to_string_pretty(&evaluate_qa(&vlm, &scenes)?)?;
+            if let Some(path) = out {
+                std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+                flmm_nn::fsutil::write_atomic(&path, report.as_bytes())?;
+            }
+            println!("{report}");
+            Ok(())
+        }
+        ToyAction::All { work, config, qa_scenes } => {
+            let times = regenerate(&RegenerateOptions { work: work.clone(), head_config: config, qa_scenes })?;
+            for t in &times {
+                println!("{:>14}: {}", t.step, if t.skipped { "skipped (done before)".to_string() } else { format!("{:.1} min", t.seconds / 60.0) });
+            }
+            println!("{}", summary(&work)?);
+            println!("ship it as the embedded default: flmm toy ship --work {}", work.display());
             Ok(())
         }
     }

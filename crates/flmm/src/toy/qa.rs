@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use flmm_data::toy::{conversation, ToyScene, Turn};
 use flmm_lmm::prompt::{Template, DEFAULT_IMAGE_PROMPT};
 use flmm_lmm::trainable::tokenize_conversation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::vlm::ToyVlm;
 
 /// Exact-match counts of one kind of turn.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Tally {
     /// Answers.
     pub total: usize,
@@ -34,7 +34,7 @@ impl Tally {
 }
 
 /// Accuracy per question kind, over all questions, and of the descriptions.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct QaReport {
     /// Scenes evaluated.
     pub scenes: usize,

@@ -50,8 +50,13 @@ pub fn ship_model(inputs: &ShipInputs, out: &Path) -> anyhow::Result<u64> {
     save_vlm_dir(&vlm.model, &out.join("vlm"), DType::F16)?;
     convert_safetensors(&inputs.sam, &out.join("sam.safetensors"), DType::F16)?;
     convert_safetensors(&inputs.head, &out.join("head.safetensors"), DType::F16)?;
+    // The sidecar names the shipped backbone (relative to `out`), not the machine's training paths.
     let sidecar = inputs.head.with_extension("json");
-    std::fs::copy(&sidecar, out.join("head.json")).with_context(|| format!("copying {}", sidecar.display()))?;
+    let text = std::fs::read_to_string(&sidecar).with_context(|| format!("reading {}", sidecar.display()))?;
+    let mut meta: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", sidecar.display()))?;
+    meta["backbone"] = "vlm".into();
+    meta["data"] = "the toy dataset of `flmm toy build` (refcoco + png formats)".into();
+    flmm_nn::fsutil::write_atomic(&out.join("head.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
     let size = dir_size(out)?;
     if size > SIZE_BUDGET {
         anyhow::bail!("the shipped model is {:.1} MB, over the {:.0} MB budget", size as f64 / 1e6 / 1.048576, SIZE_BUDGET as f64 / 1048576.0);
