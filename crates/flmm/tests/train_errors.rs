@@ -4,13 +4,13 @@ use candle_core::{DType, Device, Tensor};
 use flmm::train::task::{SampleLoss, TrainTask};
 use flmm::train::{train, TrainConfig, TrainError, TrainOptions};
 use flmm_nn::params::ParamStore;
-use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::collections::BTreeMap;
 
 /// Minimizes `(w − 1)²`; optionally returns NaN from call `nan_at` on, and can own an unused parameter.
 struct Quadratic {
     params: ParamStore,
-    calls: Cell<usize>,
+    calls: AtomicUsize,
     nan_at: Option<usize>,
 }
 
@@ -21,7 +21,7 @@ impl Quadratic {
         if with_unused {
             params.insert("decoder.unused.weight", Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap()).unwrap();
         }
-        Self { params, calls: Cell::new(0), nan_at }
+        Self { params, calls: AtomicUsize::new(0), nan_at }
     }
 }
 
@@ -33,8 +33,7 @@ impl TrainTask for Quadratic {
         4
     }
     fn sample_loss(&self, _index: usize, _dtype: DType) -> candle_core::Result<SampleLoss> {
-        let call = self.calls.get();
-        self.calls.set(call + 1);
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let w = self.params.get("w").unwrap().as_tensor();
         let mut loss = (w - 1.0)?.sqr()?.sum_all()?;
         if self.nan_at.is_some_and(|n| call >= n) {

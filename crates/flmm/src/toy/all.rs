@@ -1,6 +1,6 @@
 //! `flmm toy all`: the whole toy world regenerated in one command. Every step is a child `flmm`
-//! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM and the
-//! refiner pretrain side by side, one core each. A step whose result already exists is skipped, and the
+//! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM (two
+//! samples at a time) and the refiner pretrain side by side, then the head and the control head. A step whose result already exists is skipped, and the
 //! training steps resume from their last checkpoint, so an interrupted regeneration continues where
 //! it stopped.
 
@@ -45,6 +45,8 @@ struct Step {
     done_when: PathBuf,
     /// A training run's directory: `--resume` is added when it holds checkpoints.
     run_dir: Option<PathBuf>,
+    /// Compute threads of the step's process (`RAYON_NUM_THREADS`).
+    threads: usize,
 }
 
 fn path_arg(p: &Path) -> String {
@@ -53,7 +55,14 @@ fn path_arg(p: &Path) -> String {
 
 impl Step {
     fn new(name: &'static str, args: &[&str], done_when: PathBuf) -> Self {
-        Self { name, args: args.iter().map(|s| s.to_string()).collect(), done_when, run_dir: None }
+        Self { name, args: args.iter().map(|s| s.to_string()).collect(), done_when, run_dir: None, threads: 1 }
+    }
+
+    /// Runs the step with `threads` compute threads (the trainer then computes that many samples of a
+    /// step side by side).
+    fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// A training step that continues from the checkpoints in `run_dir` when there are any.
@@ -62,7 +71,7 @@ impl Step {
         self
     }
 
-    /// Starts the step as a child process (`None` when its result exists), one compute thread each.
+    /// Starts the step as a child process (`None` when its result exists).
     fn spawn(&self, logs: &Path) -> anyhow::Result<Option<std::process::Child>> {
         if self.done_when.exists() {
             eprintln!("[{}] done already ({} exists)", self.name, self.done_when.display());
@@ -76,7 +85,7 @@ impl Step {
         eprintln!("[{}] flmm {}", self.name, args.join(" "));
         let child = Command::new(std::env::current_exe()?)
             .args(&args)
-            .env("RAYON_NUM_THREADS", "1")
+            .env("RAYON_NUM_THREADS", self.threads.to_string())
             .env("CANDLE_NUM_THREADS", "1")
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -154,7 +163,8 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let vlm_dir = super::pretrain::run_dir(&w).join("vlm");
     let sam_file = w.join("sam-train").join(super::sam_pretrain::SAM_FILE);
     let vlm = Step::new("pretrain-vlm", &["toy", "pretrain-vlm", "--work", &ws, "--quiet"], vlm_dir.join("model.safetensors"))
-        .resuming(super::pretrain::run_dir(&w));
+        .resuming(super::pretrain::run_dir(&w))
+        .threads(2);
     let sam = Step::new("pretrain-sam", &["toy", "pretrain-sam", "--work", &ws, "--quiet"], sam_file.clone()).resuming(w.join("sam-train"));
     run_parallel(&[vlm, sam], &logs, &mut times)?;
 

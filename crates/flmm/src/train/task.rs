@@ -16,8 +16,9 @@ pub struct SampleLoss {
     pub logs: BTreeMap<String, f64>,
 }
 
-/// A trainable model together with its data.
-pub trait TrainTask {
+/// A trainable model together with its data. The trainer may compute several samples of one step on
+/// different threads, hence `Sync`.
+pub trait TrainTask: Sync {
     /// Parameters the optimizer updates.
     fn params(&self) -> &ParamStore;
     /// Number of training samples.

@@ -2,7 +2,7 @@
 //! SAM is trained; one sample is one scene, whose every object is prompted with every prompt kind, the
 //! prompts drawn per (scene, optimizer step).
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
@@ -68,13 +68,13 @@ pub struct SamPretrainTask {
     sam: Sam,
     scenes: Vec<ToyScene>,
     prompt_seed: u64,
-    step: Cell<u64>,
+    step: AtomicU64,
 }
 
 impl SamPretrainTask {
     /// Trains `sam` (built with `Sam::build_trainable`) on `scenes`; prompts are drawn from `prompt_seed`.
     pub fn new(sam: Sam, scenes: Vec<ToyScene>, prompt_seed: u64) -> Self {
-        Self { sam, scenes, prompt_seed, step: Cell::new(0) }
+        Self { sam, scenes, prompt_seed, step: AtomicU64::new(0) }
     }
 
     /// The model being trained.
@@ -95,7 +95,7 @@ impl TrainTask for SamPretrainTask {
     }
 
     fn begin_step(&self, step: u64) {
-        self.step.set(step);
+        self.step.store(step, Ordering::Relaxed);
     }
 
     /// For every object a box and a box + coarse mask prompt, and a third of the time a point prompt
@@ -106,7 +106,7 @@ impl TrainTask for SamPretrainTask {
         let scene = &self.scenes[index];
         let (x, geometry) = scene_input(&self.sam, scene)?;
         let embedding = self.sam.image_encoder.forward(&x).map_err(err)?;
-        let mut rng = Rng::new(mix_seed(self.prompt_seed, self.step.get(), index as u64));
+        let mut rng = Rng::new(mix_seed(self.prompt_seed, self.step.load(Ordering::Relaxed), index as u64));
         let size = (scene.width as usize, scene.height as usize);
         let (mut prompts, mut kinds, mut targets) = (Vec::new(), Vec::new(), Vec::new());
         for object in &scene.objects {
