@@ -66,8 +66,20 @@ fn ground_errors_are_clear() {
     let run = ground(&["--phrase", "purple cow"], &out);
     assert!(String::from_utf8_lossy(&run.stderr).contains("\"purple cow\" is not in the text"));
     assert!(!out.exists());
-    let run = Command::new(env!("CARGO_BIN_EXE_flmm")).args(["ground", "--image", "x.png", "--text", "a cat"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&run.stderr).contains("--model <dir> --head"));
+    // Some but not all of --model/--head/--sam: neither an explicit model nor the embedded one.
+    let partial = ["ground", "--image", "x.png", "--text", "a cat", "--model", "some/dir"];
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm")).args(partial).output().unwrap();
+    assert!(String::from_utf8_lossy(&run.stderr).contains("give all of --model, --head and --sam, or none of them"));
+    // The embedded model names a missing image.
+    let cache = tmp.path().join("cache");
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm"))
+        .args(["ground", "--image", "x.png", "--text", "a cat", "--out", out.to_str().unwrap()])
+        .env("FLMM_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("image file not found: x.png"));
+    assert!(!out.exists());
     // A head trained for another backbone (wrong U-Net channels) is refused by name.
     let run = ground_on("llava_next", &["--phrase", "brown dog"], &out);
     let err = String::from_utf8_lossy(&run.stderr);
