@@ -62,11 +62,28 @@ pub fn run(req: &GroundRequest) -> anyhow::Result<Vec<PathBuf>> {
     let image = flmm_data::image_io::load_rgb_image(&req.image)?;
     let grounder = Grounder::open(&req.model, &req.head, &req.sam, req.dtype, &req.device, req.cache.as_deref())?;
     let prepared = grounder.backbone.prepare(&image, &req.text, &req.phrases)?;
+    let unknown = unknown_words(&grounder.backbone.tokenizer, &req.text)?;
+    if !unknown.is_empty() {
+        eprintln!("warning: the model does not know {} (read as <unk>); its masks for them are guesses", unknown.join(", "));
+    }
     let prediction = grounder.predict(&image, &prepared)?;
-    write_outputs(req, &image, &prediction.unet, &prediction.refined)
+    write_outputs(req, &image, &prediction.unet, &prediction.refined, &unknown)
 }
 
-fn write_outputs(req: &GroundRequest, image: &RgbImage, unet: &Tensor, refined: &Tensor) -> anyhow::Result<Vec<PathBuf>> {
+/// The words of `text` the tokenizer can only read as its unknown token (none for byte-level
+/// tokenizers; the toy model's closed word-level vocabulary has them).
+pub fn unknown_words(tokenizer: &flmm_lmm::tokenizer::TextTokenizer, text: &str) -> anyhow::Result<Vec<String>> {
+    let Some(unk) = tokenizer.token_id("<unk>") else { return Ok(Vec::new()) };
+    let mut unknown = Vec::new();
+    for word in text.split_whitespace() {
+        if tokenizer.encode(word, false)?.contains(&unk) && !unknown.iter().any(|w| w == word) {
+            unknown.push(word.to_string());
+        }
+    }
+    Ok(unknown)
+}
+
+fn write_outputs(req: &GroundRequest, image: &RgbImage, unet: &Tensor, refined: &Tensor, unknown: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(&req.out).with_context(|| format!("creating {}", req.out.display()))?;
     let (n, h, w) = refined.dims3()?;
     let probs = flmm_nn::act::sigmoid(&refined.to_dtype(DType::F32)?)?;
@@ -98,7 +115,7 @@ fn write_outputs(req: &GroundRequest, image: &RgbImage, unet: &Tensor, refined: 
     crate::png_out::save_png(&image::DynamicImage::ImageRgb8(overlay), &overlay_path)?;
     written.push(overlay_path);
     let json = req.out.join("result.json");
-    flmm_nn::fsutil::write_atomic(&json, serde_json::to_string_pretty(&serde_json::json!({ "image": req.image, "text": req.text, "phrases": results }))?.as_bytes())?;
+    flmm_nn::fsutil::write_atomic(&json, serde_json::to_string_pretty(&serde_json::json!({ "image": req.image, "text": req.text, "phrases": results, "unknown_words": unknown }))?.as_bytes())?;
     written.push(json);
     if req.save_logits {
         let path = req.out.join("logits.safetensors");

@@ -52,3 +52,19 @@ fn ground_without_a_model_segments_the_examples() {
     assert!(!single.is_empty(), "the examples should include a one-object scene");
     assert!(single.iter().all(|&iou| iou >= 0.9), "one-object scenes: {ious:.3?}");
 }
+
+#[test]
+fn words_outside_the_toy_vocabulary_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("g");
+    let image = examples().join("scene_04.png");
+    let run = Command::new(env!("CARGO_BIN_EXE_flmm"))
+        .args(["ground", "--image", image.to_str().unwrap(), "--text", "the purple cow", "--out", out.to_str().unwrap()])
+        .env("FLMM_CACHE", tmp.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("does not know cow"), "{}", String::from_utf8_lossy(&run.stderr));
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["unknown_words"], serde_json::json!(["cow"]));
+}
