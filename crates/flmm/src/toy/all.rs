@@ -1,8 +1,8 @@
 //! `flmm toy all`: the whole toy world regenerated in one command. Every step is a child `flmm`
 //! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM (two
-//! samples at a time) and the refiner pretrain side by side, then the head and the control head. A step whose result already exists is skipped, and the
-//! training steps resume from their last checkpoint, so an interrupted regeneration continues where
-//! it stopped.
+//! samples at a time) and the refiner pretrain side by side, then the head and the control head. A
+//! step whose result already exists is skipped, and the training steps resume from their last
+//! checkpoint, so an interrupted regeneration continues where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +11,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
+use super::pretrain::{init_dir, model_dir};
+use super::sam_pretrain::sam_path;
 use crate::train::config::TrainConfig;
 
 /// Where `flmm toy all` works and what it reads.
@@ -122,26 +124,24 @@ fn head_config(opts: &RegenerateOptions, w: &Path) -> anyhow::Result<PathBuf> {
     };
     data.root = w.join("data");
     let model = config.model.as_mut().context("the head config needs [model]")?;
-    model.dir = super::pretrain::run_dir(w).join("vlm");
+    model.dir = model_dir(w);
     let sam = config.sam.as_mut().context("the head config needs [sam]")?;
-    sam.checkpoint = w.join("sam-train").join(super::sam_pretrain::SAM_FILE);
+    sam.checkpoint = sam_path(w);
     sam.cache = Some(w.join("sam-cache"));
     let path = w.join("head.toml");
     flmm_nn::fsutil::write_atomic(&path, toml::to_string(&config)?.as_bytes())?;
     Ok(path)
 }
 
-/// Writes the evaluation config for the work directory: `<work>/eval.toml`.
+/// Writes the evaluation config for the work directory: `<work>/eval.toml` (absolute paths).
 fn eval_config(w: &Path) -> anyhow::Result<PathBuf> {
-    let text = format!(
-        "[model]\ndir = {:?}\n\n[sam]\ncheckpoint = {:?}\ncache = {:?}\n\n[data]\nroot = {:?}\n",
-        path_arg(&super::pretrain::run_dir(w).join("vlm")),
-        path_arg(&w.join("sam-train").join(super::sam_pretrain::SAM_FILE)),
-        path_arg(&w.join("sam-cache")),
-        path_arg(&w.join("data")),
-    );
+    let config = serde_json::json!({
+        "model": { "dir": model_dir(w) },
+        "sam": { "checkpoint": sam_path(w), "cache": w.join("sam-cache") },
+        "data": { "root": w.join("data") },
+    });
     let path = w.join("eval.toml");
-    flmm_nn::fsutil::write_atomic(&path, text.as_bytes())?;
+    flmm_nn::fsutil::write_atomic(&path, toml::to_string(&config)?.as_bytes())?;
     Ok(path)
 }
 
@@ -160,27 +160,26 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let data = Step::new("data", &["toy", "build", "--work", &ws], w.join("data/toy/qa_val.jsonl"));
     run_parallel(&[data], &logs, &mut times)?;
 
-    let vlm_dir = super::pretrain::run_dir(&w).join("vlm");
-    let sam_file = w.join("sam-train").join(super::sam_pretrain::SAM_FILE);
-    let vlm = Step::new("pretrain-vlm", &["toy", "pretrain-vlm", "--work", &ws, "--quiet"], vlm_dir.join("model.safetensors"))
+    let vlm_dir = model_dir(&w);
+    let weights = vlm_dir.join("model.safetensors");
+    let vlm = Step::new("pretrain-vlm", &["toy", "pretrain-vlm", "--work", &ws, "--quiet"], weights.clone())
         .resuming(super::pretrain::run_dir(&w))
         .threads(2);
-    let sam = Step::new("pretrain-sam", &["toy", "pretrain-sam", "--work", &ws, "--quiet"], sam_file.clone()).resuming(w.join("sam-train"));
+    let sam = Step::new("pretrain-sam", &["toy", "pretrain-sam", "--work", &ws, "--quiet"], sam_path(&w)).resuming(super::sam_pretrain::run_dir(&w));
     run_parallel(&[vlm, sam], &logs, &mut times)?;
 
     let head_toml = head_config(opts, &w)?;
     let eval_toml = eval_config(&w)?;
-    let weights = vlm_dir.join("model.safetensors");
     let before = std::fs::read(&weights)?;
-    let head = |dir: &str, model: &Path| {
+    let head = |name: &'static str, dir: &str, model: &Path| {
         let out = w.join(dir);
         let args = ["train", &path_arg(&head_toml), "--model", &path_arg(model), "--out", &path_arg(&out), "--quiet"];
-        Step::new(if dir == "head-train" { "head" } else { "control-head" }, &args, out.join("head.safetensors")).resuming(out)
+        Step::new(name, &args, out.join("head.safetensors")).resuming(out)
     };
     let qa_scenes = opts.qa_scenes.to_string();
     let qa_file = w.join("reports/qa.json");
     let qa = Step::new("qa", &["toy", "qa", "--model", &path_arg(&vlm_dir), "--val", &qa_scenes, "--out", &path_arg(&qa_file)], qa_file.clone());
-    run_parallel(&[head("head-train", &vlm_dir), head("control-train", &super::pretrain::init_dir(&w))], &logs, &mut times)?;
+    run_parallel(&[head("head", "head-train", &vlm_dir), head("control-head", "control-train", &init_dir(&w))], &logs, &mut times)?;
     anyhow::ensure!(std::fs::read(&weights)? == before, "head training changed {}", weights.display());
     eprintln!("the frozen VLM's weights are byte-identical before and after head training");
     run_parallel(&[qa], &logs, &mut times)?;
@@ -191,7 +190,7 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
         let args = ["eval", "refcoco", &path_arg(&eval_toml), "--head", &path_arg(&head), "--model", &path_arg(model), "--out", &path_arg(&out)];
         Step::new(name, &args, out.join(format!("{EVAL_TAG}.json")))
     };
-    run_parallel(&[eval("eval", "head-train", &vlm_dir), eval("eval-control", "control-train", &super::pretrain::init_dir(&w))], &logs, &mut times)?;
+    run_parallel(&[eval("eval", "head-train", &vlm_dir), eval("eval-control", "control-train", &init_dir(&w))], &logs, &mut times)?;
 
     times.push(StepTime { step: "total".into(), seconds: started.elapsed().as_secs_f64(), skipped: false });
     flmm_nn::fsutil::write_atomic(&w.join("regeneration.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
@@ -209,9 +208,8 @@ pub fn summary(work: &Path) -> anyhow::Result<String> {
     md.push_str(&read(reports.join("eval-control").join(format!("{EVAL_TAG}.md")))?);
     let qa: super::qa::QaReport = serde_json::from_str(&read(reports.join("qa.json"))?)?;
     md.push_str(&format!("\n## The frozen VLM's question answering ({} held-out scenes)\n\n| questions | exact match |\n|---|---|\n", qa.scenes));
-    for (kind, tally) in &qa.by_kind {
-        md.push_str(&format!("| {kind} | {:.1} % of {} |\n", 100.0 * tally.correct as f64 / tally.total.max(1) as f64, tally.total));
+    for (kind, tally) in qa.by_kind.iter().chain([(&"all".to_string(), &qa.questions)]) {
+        md.push_str(&format!("| {kind} | {:.1} % of {} |\n", 100.0 * tally.accuracy(), tally.total));
     }
-    md.push_str(&format!("| all | {:.1} % of {} |\n", 100.0 * qa.questions.correct as f64 / qa.questions.total.max(1) as f64, qa.questions.total));
     Ok(md)
 }

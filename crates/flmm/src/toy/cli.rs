@@ -164,7 +164,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
                 summary.seconds,
                 summary.first_loss,
                 summary.last_loss,
-                super::pretrain::run_dir(&work).join("vlm").display()
+                super::pretrain::model_dir(&work).display()
             );
             Ok(())
         }
@@ -175,7 +175,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
                 eval_scenes: val,
                 epochs,
                 lr,
-                out_dir: work.join("sam-train"),
+                out_dir: super::sam_pretrain::run_dir(&work),
                 show_progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 resume,
                 ..SamPretrainOptions::default()
@@ -200,8 +200,8 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
         }
         ToyAction::Ship { work, out, examples, seed, train, val } => {
             let inputs = ShipInputs {
-                vlm: super::pretrain::run_dir(&work).join("vlm"),
-                sam: work.join("sam-train/sam.safetensors"),
+                vlm: super::pretrain::model_dir(&work),
+                sam: super::sam_pretrain::sam_path(&work),
                 head: work.join("head-train/head.safetensors"),
             };
             let size = ship_model(&inputs, &out)?;
@@ -214,7 +214,6 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             let scenes = dataset_scenes(seed, train, val, &ToyConfig::default()).split_off(train);
             let report = serde_json::to_string_pretty(&evaluate_qa(&vlm, &scenes)?)?;
             if let Some(path) = out {
-                std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
                 flmm_nn::fsutil::write_atomic(&path, report.as_bytes())?;
             }
             println!("{report}");

@@ -45,6 +45,11 @@ pub fn run_dir(work: &Path) -> PathBuf {
     work.join("vlm-train")
 }
 
+/// The pretrained model directory under `work` (written when the schedule completes).
+pub fn model_dir(work: &Path) -> PathBuf {
+    run_dir(work).join("vlm")
+}
+
 /// Initializes (once) and pretrains the toy VLM.
 pub fn pretrain_vlm(opts: &VlmPretrainOptions) -> anyhow::Result<TrainSummary> {
     let init = init_dir(&opts.work);

@@ -109,6 +109,16 @@ impl SamPretrainOptions {
     }
 }
 
+/// Run directory of the refiner's pretraining under a toy work directory.
+pub fn run_dir(work: &Path) -> PathBuf {
+    work.join("sam-train")
+}
+
+/// The pretrained refiner under a toy work directory.
+pub fn sam_path(work: &Path) -> PathBuf {
+    run_dir(work).join(SAM_FILE)
+}
+
 /// What [`pretrain_sam`] did.
 #[derive(Debug, Clone)]
 pub struct SamPretrainReport {

@@ -164,9 +164,6 @@ fn accumulate_serial(task: &dyn TrainTask, vars: &[Var], samples: &[usize], tota
 /// toy world gain most: their ops are too small to parallelize within, their samples are not.
 fn accumulate(task: &dyn TrainTask, vars: &[Var], samples: &[usize], dtype: DType) -> Result<Result<StepSum, (usize, f64)>, TrainError> {
     let shares = rayon::current_num_threads().clamp(1, samples.len().max(1));
-    if shares == 1 {
-        return accumulate_serial(task, vars, samples, samples.len(), dtype);
-    }
     let per_share = samples.len().div_ceil(shares);
     let parts: Vec<_> = samples
         .par_chunks(per_share)
