@@ -224,6 +224,22 @@ fn first_id(v: &serde_json::Value) -> Option<u32> {
 }
 
 impl LlavaConfig {
+    /// A LLaVA-1.5 configuration of the kind [`crate::trainable::TrainableLlava`] trains: the `<image>`
+    /// token right after the text vocabulary, the GELU projector over the last vision layer, CLS dropped.
+    pub fn llava15(vision: VisionConfig, text: TextConfig) -> Self {
+        Self {
+            family: Family::Llava15,
+            image_token_index: text.vocab_size as u32,
+            vision,
+            text,
+            projector_act: Activation::Gelu,
+            vision_feature_layer: -1,
+            drop_cls: true,
+            image_grid_pinpoints: vec![],
+            torch_dtype: None,
+        }
+    }
+
     /// Reads and resolves `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bad = |message: String| LmmError::BadFile { path: path.to_path_buf(), message };

@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use flmm_data::toy::{conversation, generate, render, vocabulary, ToyConfig, Turn};
 use flmm_lmm::backbone::Backbone;
-use flmm_lmm::config::{Activation, DecoderKind, Family, LlavaConfig, TextConfig, VisionConfig};
+use flmm_lmm::config::{Activation, DecoderKind, LlavaConfig, TextConfig, VisionConfig};
 use flmm_lmm::decoder::ForwardRequest;
 use flmm_lmm::processor::ProcessorConfig;
 use flmm_lmm::prompt::{Template, DEFAULT_IMAGE_PROMPT};
@@ -23,9 +23,8 @@ fn words() -> Vec<String> {
 }
 
 fn tiny_config(vocab_size: usize) -> LlavaConfig {
-    LlavaConfig {
-        family: Family::Llava15,
-        vision: VisionConfig {
+    LlavaConfig::llava15(
+        VisionConfig {
             hidden_size: 16,
             intermediate_size: 32,
             num_hidden_layers: 2,
@@ -35,7 +34,7 @@ fn tiny_config(vocab_size: usize) -> LlavaConfig {
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
         },
-        text: TextConfig {
+        TextConfig {
             kind: DecoderKind::Llama,
             vocab_size,
             hidden_size: 16,
@@ -50,13 +49,7 @@ fn tiny_config(vocab_size: usize) -> LlavaConfig {
             eos_token_id: Some(2),
             tie_word_embeddings: false,
         },
-        image_token_index: vocab_size as u32,
-        projector_act: Activation::Gelu,
-        vision_feature_layer: -1,
-        drop_cls: true,
-        image_grid_pinpoints: vec![],
-        torch_dtype: None,
-    }
+    )
 }
 
 /// A complete model directory (weights, config, tokenizer, processor) of a freshly initialized model.

@@ -16,6 +16,21 @@ use crate::train::config::OptimConfig;
 /// Default work directory of the toy world.
 pub const DEFAULT_WORK: &str = "runs/toy";
 
+/// A toy dataset as `flmm toy build` draws it: scenes `0..train` of the seed train, the next `val` are
+/// held out.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DatasetSplit {
+    /// Dataset seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Training scenes.
+    #[arg(long, default_value_t = 2000)]
+    pub train: usize,
+    /// Held-out scenes (they follow the training scenes).
+    #[arg(long, default_value_t = 500)]
+    pub val: usize,
+}
+
 /// The toy-world steps.
 #[derive(Subcommand, Debug)]
 pub enum ToyAction {
@@ -24,15 +39,9 @@ pub enum ToyAction {
         /// Work directory.
         #[arg(long, default_value = DEFAULT_WORK)]
         work: PathBuf,
-        /// Dataset seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Training scenes.
-        #[arg(long, default_value_t = 2000)]
-        train: usize,
-        /// Held-out scenes.
-        #[arg(long, default_value_t = 500)]
-        val: usize,
+        /// The dataset to write.
+        #[command(flatten)]
+        dataset: DatasetSplit,
     },
     /// Pretrain the toy VLM on toy conversations (captions + QA; no masks): <work>/vlm-train/vlm.
     PretrainVlm {
@@ -101,30 +110,18 @@ pub enum ToyAction {
         /// The example scenes' directory.
         #[arg(long, default_value = "examples/toy")]
         examples: PathBuf,
-        /// Dataset seed, training and held-out counts of `flmm toy build` (examples are held-out scenes).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Training scenes of that dataset.
-        #[arg(long, default_value_t = 2000)]
-        train: usize,
-        /// Held-out scenes of that dataset.
-        #[arg(long, default_value_t = 500)]
-        val: usize,
+        /// The dataset of `flmm toy build` whose held-out scenes become the examples.
+        #[command(flatten)]
+        dataset: DatasetSplit,
     },
     /// Question-answering accuracy of a toy VLM directory on held-out scenes (JSON).
     Qa {
         /// The model directory.
         #[arg(long)]
         model: PathBuf,
-        /// Held-out scenes: the val split of the dataset with this seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Training scenes of that dataset (the val scenes follow them).
-        #[arg(long, default_value_t = 2000)]
-        train: usize,
-        /// Number of held-out scenes.
-        #[arg(long, default_value_t = 500)]
-        val: usize,
+        /// The dataset whose held-out scenes are scored.
+        #[command(flatten)]
+        dataset: DatasetSplit,
         /// Also write the report (JSON) to this file.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -147,7 +144,7 @@ pub enum ToyAction {
 /// Runs one toy step.
 pub fn run(action: ToyAction) -> anyhow::Result<()> {
     match action {
-        ToyAction::Build { work, seed, train, val } => {
+        ToyAction::Build { work, dataset: DatasetSplit { seed, train, val } } => {
             let root = work.join("data");
             let summary = write_toy_dataset(&root, seed, train, val)?;
             println!("wrote the toy dataset to {}: {summary:?}", root.display());
@@ -198,7 +195,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ToyAction::Ship { work, out, examples, seed, train, val } => {
+        ToyAction::Ship { work, out, examples, dataset: DatasetSplit { seed, train, val } } => {
             let inputs = ShipInputs {
                 vlm: super::pretrain::model_dir(&work),
                 sam: super::sam_pretrain::sam_path(&work),
@@ -209,7 +206,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             println!("shipped {:.2} MB to {} and {} example scenes to {}", size as f64 / 1048576.0, out.display(), scenes.len(), examples.display());
             Ok(())
         }
-        ToyAction::Qa { model, seed, train, val, out } => {
+        ToyAction::Qa { model, dataset: DatasetSplit { seed, train, val }, out } => {
             let vlm = ToyVlm::load(&model)?;
             let scenes = dataset_scenes(seed, train, val, &ToyConfig::default()).split_off(train);
             let report = serde_json::to_string_pretty(&evaluate_qa(&vlm, &scenes)?)?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 use candle_core::{DType, Tensor};
 use flmm_data::toy::{conversation, render, vocabulary, ToyScene};
-use flmm_lmm::config::{Activation, DecoderKind, Family, LlavaConfig, TextConfig, VisionConfig};
+use flmm_lmm::config::{Activation, DecoderKind, LlavaConfig, TextConfig, VisionConfig};
 use flmm_lmm::processor::{process_llava15, ProcessorConfig};
 use flmm_lmm::prompt::{Template, DEFAULT_IMAGE_PROMPT};
 use flmm_lmm::tokenizer::{write_word_level, TextTokenizer, WORD_LEVEL_SPECIALS};
@@ -31,9 +31,8 @@ pub fn toy_words() -> Vec<String> {
 /// The toy VLM: a CLIP-style ViT (patch 8 → 16×16 image tokens, 2 blocks of width 64), the mlp2x_gelu
 /// projector and a 4-layer LLaMA decoder of width 128 with 4 heads (16 attention channels per phrase).
 pub fn toy_vlm_config(vocab_size: usize) -> LlavaConfig {
-    LlavaConfig {
-        family: Family::Llava15,
-        vision: VisionConfig {
+    LlavaConfig::llava15(
+        VisionConfig {
             hidden_size: 64,
             intermediate_size: 256,
             num_hidden_layers: 2,
@@ -43,7 +42,7 @@ pub fn toy_vlm_config(vocab_size: usize) -> LlavaConfig {
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
         },
-        text: TextConfig {
+        TextConfig {
             kind: DecoderKind::Llama,
             vocab_size,
             hidden_size: 128,
@@ -58,13 +57,7 @@ pub fn toy_vlm_config(vocab_size: usize) -> LlavaConfig {
             eos_token_id: Some(2),
             tie_word_embeddings: false,
         },
-        image_token_index: vocab_size as u32,
-        projector_act: Activation::Gelu,
-        vision_feature_layer: -1,
-        drop_cls: true,
-        image_grid_pinpoints: vec![],
-        torch_dtype: None,
-    }
+    )
 }
 
 /// Writes a complete model directory: `model`'s weights stored as `dtype`, `config.json`, the toy
