@@ -70,14 +70,14 @@ fn masks_are_exact() {
             for (k, &m) in o.mask.iter().enumerate() {
                 if m != 0 {
                     covered[k] += 1;
-                    let px = img.get_pixel(k as u32 % s.width, k as u32 / s.width).0;
-                    assert_eq!(px, o.colour.rgb());
+                    let (x, y) = (k as u32 % s.width, k as u32 / s.width);
+                    assert_eq!(img.get_pixel(x, y).0, o.paint(x, y));
                 }
             }
         }
         assert!(covered.iter().all(|&c| c <= 1), "masks overlap");
         // Background pixels never have an object colour.
-        let colours: Vec<[u8; 3]> = s.objects.iter().map(|o| o.colour.rgb()).collect();
+        let colours: Vec<[u8; 3]> = s.objects.iter().flat_map(|o| [o.colour.rgb(), o.colour.shade()]).collect();
         for (k, &c) in covered.iter().enumerate() {
             if c == 0 {
                 let px = img.get_pixel(k as u32 % s.width, k as u32 / s.width).0;

@@ -183,3 +183,40 @@ fn training_one_conversation_drives_its_loss_down() {
     assert!(last_loss < first_loss / 5.0, "{first_loss} -> {last_loss}");
     assert_eq!(last.correct(), last.tokens, "the memorized answers are reproduced greedily");
 }
+
+/// Sample standard deviation of a tensor's values.
+fn std_of(t: &Tensor) -> f64 {
+    let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+}
+
+#[test]
+fn initialization_scales_matrices_by_fan_in_and_gives_positions_a_grid_table() {
+    let config = tiny_config(40);
+    let a = flmm_lmm::trainable::init::initial_parameters(&config, 1, DType::F32).unwrap();
+    let b = flmm_lmm::trainable::init::initial_parameters(&config, 2, DType::F32).unwrap();
+    let get = |p: &flmm_nn::params::ParamStore, k: &str| p.get(k).unwrap_or_else(|| panic!("{k}")).as_tensor().clone();
+    // Linear and patch matrices: normal with std fan_in^-1/2 (±20 %: a few hundred samples each).
+    let vision = "vision_tower.vision_model";
+    for (key, fan_in) in [
+        (format!("{vision}.encoder.layers.0.mlp.fc1.weight"), 16.0),
+        (format!("{vision}.embeddings.patch_embedding.weight"), 3.0 * 64.0),
+        ("language_model.model.layers.1.mlp.down_proj.weight".to_string(), 24.0),
+    ] {
+        let (std, want) = (std_of(&get(&a, &key)), f64::powf(fan_in, -0.5));
+        assert!((std / want - 1.0).abs() < 0.2, "{key}: std {std}, expected {want}");
+    }
+    // Positions: the same table for every seed, CLS row zero, every patch row distinct, amplitude 0.3.
+    let key = format!("{vision}.embeddings.position_embedding.weight");
+    let table: Vec<Vec<f32>> = get(&a, &key).to_vec2().unwrap();
+    assert_eq!(table, get(&b, &key).to_vec2::<f32>().unwrap());
+    assert_eq!(table.len(), (IMAGE / 8) * (IMAGE / 8) + 1);
+    assert!(table[0].iter().all(|&v| v == 0.0));
+    assert!(table.iter().flatten().all(|v| v.abs() <= 0.3 + 1e-6));
+    for i in 1..table.len() {
+        for j in i + 1..table.len() {
+            assert_ne!(table[i], table[j], "rows {i} and {j}");
+        }
+    }
+}

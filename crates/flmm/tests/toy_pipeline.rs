@@ -1,20 +1,26 @@
 //! The toy world's whole recipe in miniature, through the `flmm` binary and the repository's own toy
-//! configs: data → VLM pretraining → refiner pretraining → head training (the VLM's files stay
+//! configs: data → VLM pretraining (vision stage, then language) → refiner pretraining → head training (the VLM's files stay
 //! byte-identical) → evaluation with U-Net and refined scores → shipping → `flmm ground` on an example.
 //! The real regeneration is `flmm toy all` (docs/toy.md); this is its smoke version for CI.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn flmm(args: &[&str]) -> String {
+/// Runs `flmm args` (one compute thread); its success and its stdout + stderr.
+fn run(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_flmm"))
         .args(args)
         .env("RAYON_NUM_THREADS", "1")
         .env("CANDLE_NUM_THREADS", "1")
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "flmm {args:?} failed:\n{text}");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Runs `flmm args`, which must succeed; its output.
+fn flmm(args: &[&str]) -> String {
+    let (ok, text) = run(args);
+    assert!(ok, "flmm {args:?} failed:\n{text}");
     text
 }
 
@@ -35,7 +41,12 @@ fn the_toy_recipe_runs_end_to_end_and_leaves_the_vlm_untouched() {
     let work = tmp.path().join("toy");
     let w = work.to_str().unwrap();
     flmm(&["toy", "build", "--work", w, "--train", "3", "--val", "2"]);
-    flmm(&["toy", "pretrain-vlm", "--work", w, "--scenes", "2", "--epochs", "1", "--accumulate", "2", "--quiet"]);
+    let vlm_args = ["toy", "pretrain-vlm", "--work", w, "--scenes", "2", "--epochs", "1", "--accumulate", "2", "--quiet"];
+    let (ok, text) = run(&vlm_args);
+    assert!(!ok && text.contains("flmm toy pretrain-vision"), "the language stage must ask for the vision stage:\n{text}");
+    let vision = flmm(&["toy", "pretrain-vision", "--work", w, "--scenes", "2", "--val", "1", "--accumulate", "2", "--quiet"]);
+    assert!(vision.contains("colour_shape_recall"), "{vision}");
+    flmm(&vlm_args);
     let sam = flmm(&["toy", "pretrain-sam", "--work", w, "--scenes", "2", "--val", "1", "--quiet"]);
     assert!(sam.contains("held-out mean IoU"), "{sam}");
 

@@ -11,7 +11,7 @@ use flmm::train::config::OptimConfig;
 fn pretraining_runs_exports_and_scores() {
     let work = tempfile::tempdir().unwrap();
     let optim = OptimConfig { lr: 2e-3, epochs: 3, accumulate: 2, checkpoint_every: 100, ..OptimConfig::default() };
-    let opts = VlmPretrainOptions { work: work.path().to_path_buf(), seed: 1, scenes: 4, optim, resume: false, progress: false };
+    let opts = VlmPretrainOptions { work: work.path().to_path_buf(), seed: 1, scenes: 4, vision: None, optim, resume: false, progress: false };
     let summary = pretrain_vlm(&opts).unwrap();
     assert_eq!(summary.steps, 6);
     assert!(summary.last_loss < summary.first_loss, "{} -> {}", summary.first_loss, summary.last_loss);

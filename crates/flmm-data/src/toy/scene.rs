@@ -90,6 +90,22 @@ impl Shape {
         Shape::ALL.iter().position(|&s| s == self).unwrap() as i64 + 1
     }
 
+    /// Whether the image pixel `(x, y)` of a shape of this kind is painted in the darker shade of its
+    /// colour: each shape has its own fill pattern, anchored to the image grid (circles solid, squares
+    /// in horizontal stripes, triangles in vertical stripes, crosses in a checker), two pixels per band.
+    ///
+    /// Why: like real object categories, which are told apart by their surface as much as by their
+    /// outline, a shape is then recognizable from any of its patches. The toy VLM's tiny ViT (patch 8)
+    /// did not learn outlines alone from image-level labels within the toy budget (docs/toy.md).
+    pub fn shaded(self, x: u32, y: u32) -> bool {
+        match self {
+            Shape::Circle => false,
+            Shape::Square => (y / 2) % 2 == 1,
+            Shape::Triangle => (x / 2) % 2 == 1,
+            Shape::Cross => (x / 2 + y / 2) % 2 == 1,
+        }
+    }
+
     /// Whether the point `(dx, dy)` relative to the centre lies inside the shape of extent `e`.
     fn contains(self, dx: f32, dy: f32, e: f32) -> bool {
         match self {
@@ -118,7 +134,12 @@ impl Colour {
         }
     }
 
-    /// The flat RGB value painted.
+    /// The darker shade of the colour used by the fill patterns (60 % of [`Colour::rgb`]).
+    pub fn shade(self) -> [u8; 3] {
+        self.rgb().map(|c| (c as u32 * 3 / 5) as u8)
+    }
+
+    /// The colour's bright RGB value.
     pub fn rgb(self) -> [u8; 3] {
         match self {
             Colour::Red => [220, 30, 30],
@@ -204,6 +225,16 @@ pub struct ToyObject {
 }
 
 impl ToyObject {
+    /// The RGB value of the object at image pixel `(x, y)`: its colour, or the colour's shade where its
+    /// shape's fill pattern says so ([`Shape::shaded`]).
+    pub fn paint(&self, x: u32, y: u32) -> [u8; 3] {
+        if self.shape.shaded(x, y) {
+            self.colour.shade()
+        } else {
+            self.colour.rgb()
+        }
+    }
+
     /// Number of visible pixels.
     pub fn area(&self) -> u64 {
         self.mask.iter().map(|&v| v as u64).sum()
@@ -401,10 +432,10 @@ pub fn render(scene: &ToyScene) -> RgbImage {
         }
     }
     for o in &scene.objects {
-        let rgb = Rgb(o.colour.rgb());
         for (k, &m) in o.mask.iter().enumerate() {
             if m != 0 {
-                img.put_pixel(k as u32 % w, k as u32 / w, rgb);
+                let (x, y) = (k as u32 % w, k as u32 / w);
+                img.put_pixel(x, y, Rgb(o.paint(x, y)));
             }
         }
     }

@@ -87,8 +87,9 @@ fn merge_heads(x: &Tensor) -> Result<Tensor> {
 }
 
 impl TrainableLlava {
-    /// Projected image features `[g², d_text]` of `pixel_values [1, 3, S, S]`.
-    pub fn image_features(&self, w: &Tensors, pixel_values: &Tensor) -> Result<Tensor> {
+    /// The vision tower's patch tokens `[g², d_vision]` of `pixel_values [1, 3, S, S]` (the hidden state
+    /// LLaVA reads, CLS dropped), before the projector.
+    pub fn vision_tokens(&self, w: &Tensors, pixel_values: &Tensor) -> Result<Tensor> {
         let v = &self.config.vision;
         let dtype = get(w, &format!("{DECODER}.embed_tokens.weight"))?.dtype();
         let e = format!("{VISION}.embeddings");
@@ -112,7 +113,12 @@ impl TrainableLlava {
             let h = activate(&linear(w, &format!("{l}.mlp.fc1"), &h, true)?, v.hidden_act)?;
             x = (x + linear(w, &format!("{l}.mlp.fc2"), &h, true)?)?;
         }
-        let tokens = x.narrow(0, 1, x.dim(0)? - 1)?; // drop CLS
+        Ok(x.narrow(0, 1, x.dim(0)? - 1)?) // drop CLS
+    }
+
+    /// Projected image features `[g², d_text]` of `pixel_values [1, 3, S, S]`.
+    pub fn image_features(&self, w: &Tensors, pixel_values: &Tensor) -> Result<Tensor> {
+        let tokens = self.vision_tokens(w, pixel_values)?;
         let h = activate(&linear(w, &format!("{PROJECTOR}.linear_1"), &tokens, true)?, self.config.projector_act)?;
         linear(w, &format!("{PROJECTOR}.linear_2"), &h, true)
     }

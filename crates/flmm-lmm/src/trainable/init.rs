@@ -25,8 +25,42 @@ const INIT_STD: f64 = 0.02;
 #[derive(Clone, Copy, PartialEq)]
 enum Start {
     Normal,
+    /// Normal with standard deviation `fan_in^-1/2`, for the matrices of linear layers and the patch
+    /// embedding.
+    FanIn(usize),
     Zeros,
     Ones,
+    /// Vision position embeddings: a 2-D sine–cosine table of the patch grid (row 0, the CLS token's,
+    /// zero), scaled by [`POSITION_SCALE`].
+    GridSinCos,
+}
+
+/// Amplitude of the initial vision position embeddings. A table as faint as the other weights (std
+/// 0.02) leaves the tokens after the pre-LayerNorm almost without position, and a tower trained from
+/// scratch then learns neither where things are nor their shape (measured on the toy world); this
+/// amplitude puts position on a par with the patch content at the start.
+const POSITION_SCALE: f64 = 0.3;
+
+/// The 2-D sine–cosine position table `[g² + 1, d]` (MAE's layout: the first half of the channels
+/// encode the row, the second half the column, each half split into sines and cosines of geometric
+/// frequencies), row 0 zero for the CLS token.
+fn grid_sin_cos(grid: usize, d: usize) -> Vec<f32> {
+    let quarter = d / 4;
+    let mut out = vec![0f32; (grid * grid + 1) * d];
+    for r in 0..grid {
+        for c in 0..grid {
+            let row = &mut out[(1 + r * grid + c) * d..][..d];
+            for (half, coord) in [(0, r), (1, c)] {
+                for k in 0..quarter {
+                    let freq = 1.0 / 10000f64.powf(k as f64 / quarter as f64);
+                    let angle = coord as f64 * freq;
+                    row[half * 2 * quarter + k] = (POSITION_SCALE * angle.sin()) as f32;
+                    row[half * 2 * quarter + quarter + k] = (POSITION_SCALE * angle.cos()) as f32;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The parameter list being built.
@@ -44,7 +78,7 @@ impl Spec {
     }
 
     fn linear(&mut self, prefix: &str, input: usize, output: usize, bias: bool) {
-        self.add(format!("{prefix}.weight"), vec![output, input], Start::Normal);
+        self.add(format!("{prefix}.weight"), vec![output, input], Start::FanIn(input));
         if bias {
             self.add(format!("{prefix}.bias"), vec![output], Start::Zeros);
         }
@@ -59,9 +93,9 @@ fn entries(config: &LlavaConfig) -> Vec<(String, Vec<usize>, Start)> {
     let kv = t.num_key_value_heads * t.head_dim();
     let mut s = Spec::default();
     let e = format!("{VISION}.embeddings");
-    s.add(format!("{e}.patch_embedding.weight"), vec![vd, 3, p, p], Start::Normal);
+    s.add(format!("{e}.patch_embedding.weight"), vec![vd, 3, p, p], Start::FanIn(3 * p * p));
     s.add(format!("{e}.class_embedding"), vec![vd], Start::Normal);
-    s.add(format!("{e}.position_embedding.weight"), vec![v.grid() * v.grid() + 1, vd], Start::Normal);
+    s.add(format!("{e}.position_embedding.weight"), vec![v.grid() * v.grid() + 1, vd], Start::GridSinCos);
     s.layer_norm(&format!("{VISION}.pre_layrnorm"), vd);
     for i in 0..config.vision_layers_to_run() {
         let l = format!("{VISION}.encoder.layers.{i}");
@@ -109,8 +143,13 @@ pub fn initial_parameters(config: &LlavaConfig, seed: u64, dtype: DType) -> Resu
     for (name, shape, start) in entries(config) {
         let t = match start {
             Start::Normal => flmm_nn::init::normal(&shape, INIT_STD, &mut rng, &Device::Cpu)?,
+            Start::FanIn(fan_in) => flmm_nn::init::normal(&shape, (fan_in as f64).powf(-0.5), &mut rng, &Device::Cpu)?,
             Start::Zeros => Tensor::zeros(shape.as_slice(), DType::F32, &Device::Cpu)?,
             Start::Ones => Tensor::ones(shape.as_slice(), DType::F32, &Device::Cpu)?,
+            Start::GridSinCos => {
+                let grid = config.vision.grid();
+                Tensor::from_vec(grid_sin_cos(grid, shape[1]), shape.as_slice(), &Device::Cpu)?
+            }
         };
         store.insert(name, t.to_dtype(dtype)?)?;
     }

@@ -1,8 +1,8 @@
 //! `flmm toy all`: the whole toy world regenerated in one command. Every step is a child `flmm`
-//! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM (two
-//! samples at a time) and the refiner pretrain side by side, then the head and the control head. A
-//! step whose result already exists is skipped, and the training steps resume from their last
-//! checkpoint, so an interrupted regeneration continues where it stopped.
+//! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM's two
+//! stages (vision tower, then language; two samples at a time) and the refiner pretrain side by side,
+//! then the head and the control head. A step whose result already exists is skipped, and the training
+//! steps resume from their last checkpoint, so an interrupted regeneration continues where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::pretrain::{init_dir, model_dir};
 use super::sam_pretrain::sam_path;
+use super::vision_pretrain::vision_path;
 use crate::train::config::TrainConfig;
 
 /// Where `flmm toy all` works and what it reads.
@@ -97,21 +98,32 @@ impl Step {
     }
 }
 
-/// Runs `steps` side by side and records their times.
-fn run_parallel(steps: &[Step], logs: &Path, times: &mut Vec<StepTime>) -> anyhow::Result<()> {
+/// Runs one step to its end and returns its record.
+fn run_step(step: &Step, logs: &Path) -> anyhow::Result<StepTime> {
     let started = Instant::now();
-    let children: Vec<_> = steps.iter().map(|s| s.spawn(logs)).collect::<anyhow::Result<_>>()?;
-    for (step, child) in steps.iter().zip(children) {
-        let Some(mut child) = child else {
-            times.push(StepTime { step: step.name.into(), seconds: 0.0, skipped: true });
-            continue;
-        };
-        let status = child.wait()?;
-        let log = logs.join(format!("{}.log", step.name));
-        anyhow::ensure!(status.success(), "step {} failed ({status}); see {}", step.name, log.display());
-        let seconds = started.elapsed().as_secs_f64();
-        eprintln!("[{}] finished after {seconds:.0}s", step.name);
-        times.push(StepTime { step: step.name.into(), seconds, skipped: false });
+    let Some(mut child) = step.spawn(logs)? else {
+        return Ok(StepTime { step: step.name.into(), seconds: 0.0, skipped: true });
+    };
+    let status = child.wait()?;
+    let log = logs.join(format!("{}.log", step.name));
+    anyhow::ensure!(status.success(), "step {} failed ({status}); see {}", step.name, log.display());
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("[{}] finished after {seconds:.0}s", step.name);
+    Ok(StepTime { step: step.name.into(), seconds, skipped: false })
+}
+
+/// Runs `lanes` side by side, the steps of one lane one after another (a lane stops at its first
+/// failure), and records every step's time in lane order.
+fn run_lanes(lanes: &[Vec<Step>], logs: &Path, times: &mut Vec<StepTime>) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<Vec<StepTime>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = lanes
+            .iter()
+            .map(|lane| scope.spawn(move || lane.iter().map(|step| run_step(step, logs)).collect::<anyhow::Result<Vec<_>>>()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a toy step's thread panicked")).collect()
+    });
+    for lane in results {
+        times.extend(lane?);
     }
     Ok(())
 }
@@ -158,15 +170,18 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let mut times = Vec::new();
 
     let data = Step::new("data", &["toy", "build", "--work", &ws], w.join("data/toy/qa_val.jsonl"));
-    run_parallel(&[data], &logs, &mut times)?;
+    run_lanes(&[vec![data]], &logs, &mut times)?;
 
+    let vision = Step::new("pretrain-vision", &["toy", "pretrain-vision", "--work", &ws, "--quiet"], vision_path(&w))
+        .resuming(super::vision_pretrain::run_dir(&w))
+        .threads(2);
     let vlm_dir = model_dir(&w);
     let weights = vlm_dir.join("model.safetensors");
     let vlm = Step::new("pretrain-vlm", &["toy", "pretrain-vlm", "--work", &ws, "--quiet"], weights.clone())
         .resuming(super::pretrain::run_dir(&w))
         .threads(2);
     let sam = Step::new("pretrain-sam", &["toy", "pretrain-sam", "--work", &ws, "--quiet"], sam_path(&w)).resuming(super::sam_pretrain::run_dir(&w));
-    run_parallel(&[vlm, sam], &logs, &mut times)?;
+    run_lanes(&[vec![vision, vlm], vec![sam]], &logs, &mut times)?;
 
     let head_toml = head_config(opts, &w)?;
     let eval_toml = eval_config(&w)?;
@@ -179,10 +194,10 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let qa_scenes = opts.qa_scenes.to_string();
     let qa_file = w.join("reports/qa.json");
     let qa = Step::new("qa", &["toy", "qa", "--model", &path_arg(&vlm_dir), "--val", &qa_scenes, "--out", &path_arg(&qa_file)], qa_file.clone());
-    run_parallel(&[head("head", "head-train", &vlm_dir), head("control-head", "control-train", &init_dir(&w))], &logs, &mut times)?;
+    run_lanes(&[vec![head("head", "head-train", &vlm_dir)], vec![head("control-head", "control-train", &init_dir(&w))]], &logs, &mut times)?;
     anyhow::ensure!(std::fs::read(&weights)? == before, "head training changed {}", weights.display());
     eprintln!("the frozen VLM's weights are byte-identical before and after head training");
-    run_parallel(&[qa], &logs, &mut times)?;
+    run_lanes(&[vec![qa]], &logs, &mut times)?;
 
     let eval = |name: &'static str, head_dir: &str, model: &Path| {
         let out = w.join("reports").join(name);
@@ -190,7 +205,7 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
         let args = ["eval", "refcoco", &path_arg(&eval_toml), "--head", &path_arg(&head), "--model", &path_arg(model), "--out", &path_arg(&out)];
         Step::new(name, &args, out.join(format!("{EVAL_TAG}.json")))
     };
-    run_parallel(&[eval("eval", "head-train", &vlm_dir), eval("eval-control", "control-train", &init_dir(&w))], &logs, &mut times)?;
+    run_lanes(&[vec![eval("eval", "head-train", &vlm_dir)], vec![eval("eval-control", "control-train", &init_dir(&w))]], &logs, &mut times)?;
 
     times.push(StepTime { step: "total".into(), seconds: started.elapsed().as_secs_f64(), skipped: false });
     flmm_nn::fsutil::write_atomic(&w.join("regeneration.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;

@@ -10,6 +10,7 @@ use super::pretrain::{pretrain_vlm, VlmPretrainOptions};
 use super::qa::evaluate_qa;
 use super::sam_pretrain::{pretrain_sam, SamPretrainOptions};
 use super::ship::{ship_model, write_examples, ShipInputs};
+use super::vision_pretrain::{pretrain_vision, vision_path, VisionPretrainOptions};
 use super::vlm::ToyVlm;
 use crate::train::config::OptimConfig;
 
@@ -43,7 +44,39 @@ pub enum ToyAction {
         #[command(flatten)]
         dataset: DatasetSplit,
     },
-    /// Pretrain the toy VLM on toy conversations (captions + QA; no masks): <work>/vlm-train/vlm.
+    /// Pretrain the toy VLM's vision tower on image-level labels (which colour + shape and size + shape
+    /// combinations a scene holds; no masks): <work>/vision-train/vision.safetensors.
+    PretrainVision {
+        /// Work directory.
+        #[arg(long, default_value = DEFAULT_WORK)]
+        work: PathBuf,
+        /// Seed of the initial weights, the probe and the scenes.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Training scenes.
+        #[arg(long, default_value_t = 8000)]
+        scenes: usize,
+        /// Held-out scenes scored at the end.
+        #[arg(long, default_value_t = 300)]
+        val: usize,
+        /// Epochs.
+        #[arg(long, default_value_t = 1)]
+        epochs: u64,
+        /// Peak learning rate.
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// Scenes per optimizer step.
+        #[arg(long, default_value_t = 16)]
+        accumulate: usize,
+        /// Continue an interrupted run.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Pretrain the toy VLM on toy conversations (captions + QA; no masks), starting from the vision
+    /// stage's tower: <work>/vlm-train/vlm.
     PretrainVlm {
         /// Work directory.
         #[arg(long, default_value = DEFAULT_WORK)]
@@ -63,6 +96,9 @@ pub enum ToyAction {
         /// Conversations per optimizer step.
         #[arg(long, default_value_t = 8)]
         accumulate: usize,
+        /// Start from a random vision tower instead of <work>/vision-train/vision.safetensors.
+        #[arg(long)]
+        no_vision_stage: bool,
         /// Continue an interrupted run.
         #[arg(long)]
         resume: bool,
@@ -150,10 +186,38 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             println!("wrote the toy dataset to {}: {summary:?}", root.display());
             Ok(())
         }
-        ToyAction::PretrainVlm { work, seed, scenes, epochs, lr, accumulate, resume, quiet } => {
+        ToyAction::PretrainVision { work, seed, scenes, val, epochs, lr, accumulate, resume, quiet } => {
             let optim = OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() };
             let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let opts = VlmPretrainOptions { work: work.clone(), seed, scenes, optim, resume, progress };
+            let opts = VisionPretrainOptions { work: work.clone(), seed, scenes, val, optim, resume, progress };
+            let (summary, report) = pretrain_vision(&opts)?;
+            println!(
+                "pretrained the toy vision tower: {} steps in {:.0}s, loss {:.3} → {:.3}; tower in {}",
+                summary.steps,
+                summary.seconds,
+                summary.first_loss,
+                summary.last_loss,
+                vision_path(&work).display()
+            );
+            println!("held-out: {}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        ToyAction::PretrainVlm { work, seed, scenes, epochs, lr, accumulate, no_vision_stage, resume, quiet } => {
+            let optim = OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() };
+            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let vision = if no_vision_stage {
+                None
+            } else {
+                let tower = vision_path(&work);
+                anyhow::ensure!(
+                    tower.is_file(),
+                    "{} is missing: run `flmm toy pretrain-vision --work {}` first (or pass --no-vision-stage)",
+                    tower.display(),
+                    work.display()
+                );
+                Some(tower)
+            };
+            let opts = VlmPretrainOptions { work: work.clone(), seed, scenes, vision, optim, resume, progress };
             let summary = pretrain_vlm(&opts)?;
             println!(
                 "pretrained the toy VLM: {} steps in {:.0}s, loss {:.3} → {:.3}; model in {}",

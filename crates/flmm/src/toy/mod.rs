@@ -8,4 +8,5 @@ pub mod pretrain;
 pub mod qa;
 pub mod sam_pretrain;
 pub mod ship;
+pub mod vision_pretrain;
 pub mod vlm;

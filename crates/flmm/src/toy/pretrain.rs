@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flmm_data::toy::{generate, ToyConfig, ToyScene};
 
+use super::vision_pretrain::load_tower;
 use super::vlm::{init_vlm_dir, ToyVlm, VlmTask};
 use crate::train::config::{OptimConfig, TrainConfig};
 use crate::train::trainer::{train, TrainOptions, TrainSummary};
@@ -22,6 +23,8 @@ pub struct VlmPretrainOptions {
     pub seed: u64,
     /// Number of training scenes (one conversation each).
     pub scenes: usize,
+    /// The vision stage's tower (`flmm toy pretrain-vision`) to start from instead of the random one.
+    pub vision: Option<PathBuf>,
     /// Optimizer settings (epochs, lr, accumulation, …).
     pub optim: OptimConfig,
     /// Continue an interrupted run.
@@ -57,6 +60,9 @@ pub fn pretrain_vlm(opts: &VlmPretrainOptions) -> anyhow::Result<TrainSummary> {
         init_vlm_dir(&init, opts.seed)?;
     }
     let task = VlmTask { vlm: ToyVlm::load(&init)?, scenes: pretraining_scenes(opts.seed, opts.scenes), variant_seed: opts.seed };
+    if let Some(tower) = &opts.vision {
+        load_tower(task.vlm.model.params(), tower)?;
+    }
     let config = TrainConfig { seed: opts.seed, optim: opts.optim.clone(), ..TrainConfig::default() };
     config.validate()?;
     let run = TrainOptions { out_dir: run_dir(&opts.work), resume: opts.resume, stop_after_step: None, show_progress: opts.progress };
