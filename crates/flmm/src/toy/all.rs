@@ -1,15 +1,16 @@
 //! `flmm toy all`: the whole toy world regenerated in one command. Every step is a child `flmm`
-//! process (log in `<work>/logs/<step>.log`, wall time in `<work>/regeneration.json`); the VLM's two
-//! stages (vision tower, then language; two samples at a time) and the refiner pretrain side by side,
-//! then the head and the control head. A step whose result already exists is skipped, and the training
-//! steps resume from their last checkpoint, so an interrupted regeneration continues where it stopped.
+//! process (log in `<work>/logs/<step>.log`; each run's step times are appended to
+//! `<work>/regeneration.json`); the VLM's two stages (vision tower, then language; two samples at a
+//! time) and the refiner pretrain side by side, then the head and the control head. A step whose
+//! result already exists is skipped, and the training steps resume from their last checkpoint, so an
+//! interrupted regeneration continues where it stopped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::pretrain::{init_dir, model_dir};
 use super::sam_pretrain::sam_path;
@@ -31,7 +32,7 @@ pub struct RegenerateOptions {
 const EVAL_TAG: &str = "refcoco-val-first-single";
 
 /// One step's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepTime {
     /// Step name (also its log's name).
     pub step: String,
@@ -208,8 +209,27 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     run_lanes(&[vec![eval("eval", "head-train", &vlm_dir)], vec![eval("eval-control", "control-train", &init_dir(&w))]], &logs, &mut times)?;
 
     times.push(StepTime { step: "total".into(), seconds: started.elapsed().as_secs_f64(), skipped: false });
-    flmm_nn::fsutil::write_atomic(&w.join("regeneration.json"), serde_json::to_string_pretty(&times)?.as_bytes())?;
+    record_run(&w.join(REGENERATION_FILE), &times)?;
     Ok(times)
+}
+
+/// The step times of every `flmm toy all` run on a work directory, oldest first.
+pub const REGENERATION_FILE: &str = "regeneration.json";
+
+/// Appends one run's step times to the history at `path` (a JSON list of runs, each a list of steps),
+/// so a re-run that skips finished steps keeps the times measured when they ran. A file holding one run
+/// as a bare list of steps (the earlier format) becomes the history's first run.
+pub fn record_run(path: &Path, times: &[StepTime]) -> anyhow::Result<()> {
+    let mut runs: Vec<Vec<StepTime>> = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .or_else(|_| serde_json::from_str::<Vec<StepTime>>(&text).map(|one| vec![one]))
+            .with_context(|| format!("{} is neither a list of runs nor one run's steps; move it away", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    };
+    runs.push(times.to_vec());
+    flmm_nn::fsutil::write_atomic(path, serde_json::to_string_pretty(&runs)?.as_bytes())?;
+    Ok(())
 }
 
 /// The regeneration's results as Markdown: the head's and the control's evaluation tables and the

@@ -163,7 +163,7 @@ pub enum ToyAction {
         out: Option<PathBuf>,
     },
     /// Regenerate everything: data, VLM and refiner pretraining (side by side), head and control head
-    /// (on the untrained VLM), QA, evaluation; logs in <work>/logs, times in <work>/regeneration.json.
+    /// (on the untrained VLM), QA, evaluation; logs in <work>/logs, times appended to <work>/regeneration.json.
     All {
         /// Work directory.
         #[arg(long, default_value = DEFAULT_WORK)]
