@@ -1,7 +1,7 @@
 //! The README's main command: `flmm ground` with no model arguments runs the embedded toy model on the
-//! shipped example scenes and writes masks, overlays and JSON; where a scene has a single object, the
-//! mask is that object. (Choosing among several objects is what the toy VLM's attention still does
-//! poorly — held-out cIoU in docs/toy.md — so the multi-object examples are only reported here.)
+//! shipped example scenes and writes masks, overlays and JSON, and each mask is the named object: IoU
+//! ≥ 0.9 where a scene has a single object, and in scenes of three or four objects on average ≥ 0.75
+//! and never below 0.6 (the shipped model: 0.70–0.98, mean 0.84; held-out cIoU in docs/toy.md).
 
 use std::path::Path;
 use std::process::Command;
@@ -51,6 +51,10 @@ fn ground_without_a_model_segments_the_examples() {
     let single: Vec<f64> = ious.iter().filter(|(n, _)| *n == 1).map(|(_, iou)| *iou).collect();
     assert!(!single.is_empty(), "the examples should include a one-object scene");
     assert!(single.iter().all(|&iou| iou >= 0.9), "one-object scenes: {ious:.3?}");
+    let crowded: Vec<f64> = ious.iter().filter(|(n, _)| *n > 1).map(|(_, iou)| *iou).collect();
+    assert!(!crowded.is_empty(), "the examples should include a scene of several objects");
+    let mean = crowded.iter().sum::<f64>() / crowded.len() as f64;
+    assert!(mean >= 0.75 && crowded.iter().all(|&iou| iou >= 0.6), "scenes of several objects: {ious:.3?}");
 }
 
 #[test]
