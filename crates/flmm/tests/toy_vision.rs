@@ -80,7 +80,7 @@ fn a_short_run_learns_and_hands_its_tower_to_the_language_stage() {
 }
 
 #[test]
-fn a_tower_file_missing_a_key_is_rejected_naming_it() {
+fn a_tower_file_missing_a_key_is_rejected_naming_it_and_changes_nothing() {
     let work = tempfile::tempdir().unwrap();
     flmm::toy::vlm::init_vlm_dir(&init_dir(work.path()), 0).unwrap();
     let vlm = ToyVlm::load(&init_dir(work.path())).unwrap();
@@ -88,9 +88,13 @@ fn a_tower_file_missing_a_key_is_rejected_naming_it() {
     let mut names: Vec<&String> = tensors.keys().filter(|n| n.contains("patch_embedding")).collect();
     names.sort();
     let dropped = names[0].clone();
-    let tower: HashMap<String, Tensor> = tensors.iter().filter(|(n, _)| **n != dropped && n.starts_with(VISION)).map(|(n, t)| (n.clone(), t.clone())).collect();
+    // Every other tower key is present with new values (doubled), so a partial load would show.
+    let tower: HashMap<String, Tensor> =
+        tensors.iter().filter(|(n, _)| **n != dropped && n.starts_with(VISION)).map(|(n, t)| (n.clone(), (t * 2.0).unwrap())).collect();
     let path = work.path().join("tower.safetensors");
     candle_core::safetensors::save(&tower, &path).unwrap();
     let err = format!("{:#}", load_tower(vlm.model.params(), &path).unwrap_err());
     assert!(err.contains(&dropped), "{err}");
+    let before: HashMap<String, Vec<f32>> = tensors.iter().map(|(n, t)| (n.clone(), t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    assert_eq!(part(&vlm, "", true), before, "a rejected tower file changed the model");
 }

@@ -8,6 +8,7 @@ use flmm_data::toy::{generate, ToyConfig, ToyScene};
 use super::vision_pretrain::load_tower;
 use super::vlm::{init_vlm_dir, ToyVlm, VlmTask};
 use crate::train::config::{OptimConfig, TrainConfig};
+use crate::train::task::TrainTask;
 use crate::train::trainer::{train, TrainOptions, TrainSummary};
 
 /// Seed offset of the VLM's pretraining scenes: they are drawn apart from the grounding dataset's.
@@ -53,18 +54,29 @@ pub fn model_dir(work: &Path) -> PathBuf {
     run_dir(work).join("vlm")
 }
 
-/// Initializes (once) and pretrains the toy VLM.
-pub fn pretrain_vlm(opts: &VlmPretrainOptions) -> anyhow::Result<TrainSummary> {
-    let init = init_dir(&opts.work);
+/// The untrained toy VLM under `work` (`vlm-init/`, written from `seed` the first time): where both
+/// pretraining stages start, and the control head's backbone.
+pub fn initial_vlm(work: &Path, seed: u64) -> anyhow::Result<ToyVlm> {
+    let init = init_dir(work);
     if !init.join("model.safetensors").is_file() {
-        init_vlm_dir(&init, opts.seed)?;
+        init_vlm_dir(&init, seed)?;
     }
-    let task = VlmTask { vlm: ToyVlm::load(&init)?, scenes: pretraining_scenes(opts.seed, opts.scenes), variant_seed: opts.seed };
+    ToyVlm::load(&init)
+}
+
+/// Runs one pretraining stage's `task` with the shared trainer (checkpoints and metrics in `out_dir`).
+pub fn train_stage(task: &dyn TrainTask, seed: u64, optim: &OptimConfig, out_dir: PathBuf, resume: bool, progress: bool) -> anyhow::Result<TrainSummary> {
+    let config = TrainConfig { seed, optim: optim.clone(), ..TrainConfig::default() };
+    config.validate()?;
+    let run = TrainOptions { out_dir, resume, stop_after_step: None, show_progress: progress };
+    Ok(train(task, &config, &run)?)
+}
+
+/// Pretrains the toy VLM's language stage from [`initial_vlm`] (with the vision stage's tower when given).
+pub fn pretrain_vlm(opts: &VlmPretrainOptions) -> anyhow::Result<TrainSummary> {
+    let task = VlmTask { vlm: initial_vlm(&opts.work, opts.seed)?, scenes: pretraining_scenes(opts.seed, opts.scenes), variant_seed: opts.seed };
     if let Some(tower) = &opts.vision {
         load_tower(task.vlm.model.params(), tower)?;
     }
-    let config = TrainConfig { seed: opts.seed, optim: opts.optim.clone(), ..TrainConfig::default() };
-    config.validate()?;
-    let run = TrainOptions { out_dir: run_dir(&opts.work), resume: opts.resume, stop_after_step: None, show_progress: opts.progress };
-    Ok(train(&task, &config, &run)?)
+    train_stage(&task, opts.seed, &opts.optim, run_dir(&opts.work), opts.resume, opts.progress)
 }

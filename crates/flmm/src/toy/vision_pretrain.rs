@@ -9,20 +9,19 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use flmm_data::toy::{generate, Colour, Shape, Size, ToyConfig, ToyScene};
 use flmm_lmm::trainable::init::VISION;
 use flmm_nn::loss::bce_with_logits_mean;
-use flmm_nn::params::{checked_tensor, save_tensors, ParamStore};
+use flmm_nn::params::{save_tensors, ParamStore};
 use flmm_nn::rng::Rng;
 use serde::Serialize;
 
-use super::pretrain::init_dir;
-use super::vlm::{init_vlm_dir, ToyVlm};
-use crate::train::config::{OptimConfig, TrainConfig};
+use super::pretrain::{initial_vlm, train_stage};
+use super::vlm::ToyVlm;
+use crate::train::config::OptimConfig;
 use crate::train::task::{SampleLoss, TrainTask};
-use crate::train::trainer::{train, TrainOptions, TrainSummary};
+use crate::train::trainer::TrainSummary;
 
 /// Seed offset of the vision stage's scenes, apart from the grounding dataset's, the VLM's and the
 /// refiner's.
@@ -34,6 +33,15 @@ pub const VISION_FILE: &str = "vision.safetensors";
 /// Key prefix of the vision tower's parameters.
 fn is_tower(name: &str) -> bool {
     name.starts_with(VISION)
+}
+
+/// The vision tower's variables of a toy VLM's `params` (shared, not copied).
+fn tower_params(params: &ParamStore) -> ParamStore {
+    let mut tower = ParamStore::new();
+    for (name, var) in params.iter().filter(|(n, _)| is_tower(n)) {
+        tower.adopt(name.clone(), var.clone());
+    }
+    tower
 }
 
 /// Run directory of the vision stage under a toy work directory.
@@ -78,15 +86,11 @@ pub struct VisionTask {
 impl VisionTask {
     /// The tower of `vlm` (its variables, shared) and a fresh probe (seeded).
     pub fn new(vlm: ToyVlm, scenes: Vec<ToyScene>, seed: u64) -> candle_core::Result<Self> {
-        let mut params = ParamStore::new();
-        for (name, var) in vlm.model.params().iter().filter(|(n, _)| is_tower(n)) {
-            params.adopt(name.clone(), var.clone());
-        }
+        let mut params = tower_params(vlm.model.params());
         let width = vlm.model.config().vision.hidden_size;
         let mut rng = Rng::new(seed ^ VISION_SCENE_SEED);
-        let std = (width as f64).powf(-0.5);
-        let weight: Vec<f32> = (0..LABELS * width).map(|_| (rng.normal() * std) as f32).collect();
-        params.insert("probe.weight", Tensor::from_vec(weight, (LABELS, width), &Device::Cpu)?)?;
+        let weight = flmm_nn::init::normal(&[LABELS, width], (width as f64).powf(-0.5), &mut rng, &Device::Cpu)?;
+        params.insert("probe.weight", weight)?;
         // Most labels are absent from a scene: start from that prior (AdamW moves a bias by about the
         // learning rate per step, so a zero start would spend thousands of steps getting there).
         params.insert("probe.bias", Tensor::full(PRIOR_LOGIT, LABELS, &Device::Cpu)?)?;
@@ -208,26 +212,17 @@ fn vision_scenes(seed: u64, from: usize, n: usize) -> Vec<ToyScene> {
 
 /// Trains the vision stage, writes `vision.safetensors` and `heldout.json` into its run directory.
 pub fn pretrain_vision(opts: &VisionPretrainOptions) -> anyhow::Result<(TrainSummary, VisionReport)> {
-    let init = init_dir(&opts.work);
-    if !init.join("model.safetensors").is_file() {
-        init_vlm_dir(&init, opts.seed)?;
-    }
-    let task = VisionTask::new(ToyVlm::load(&init)?, vision_scenes(opts.seed, 0, opts.scenes), opts.seed)?;
-    let config = TrainConfig { seed: opts.seed, optim: opts.optim.clone(), ..TrainConfig::default() };
-    config.validate()?;
-    let run = TrainOptions { out_dir: run_dir(&opts.work), resume: opts.resume, stop_after_step: None, show_progress: opts.progress };
-    let summary = train(&task, &config, &run)?;
+    let task = VisionTask::new(initial_vlm(&opts.work, opts.seed)?, vision_scenes(opts.seed, 0, opts.scenes), opts.seed)?;
+    let summary = train_stage(&task, opts.seed, &opts.optim, run_dir(&opts.work), opts.resume, opts.progress)?;
     let report = evaluate_vision(&task, &vision_scenes(opts.seed, opts.scenes, opts.val))?;
     let json = serde_json::to_string_pretty(&report)?;
     flmm_nn::fsutil::write_atomic(&run_dir(&opts.work).join("heldout.json"), json.as_bytes())?;
     Ok((summary, report))
 }
 
-/// Replaces the vision tower of `params` (a toy VLM's) with the one stored at `path`.
+/// Replaces the vision tower of `params` (a toy VLM's) with the one stored at `path`, strictly and all
+/// at once ([`ParamStore::load`]: a missing, mis-shaped or non-finite key is named and nothing changes).
 pub fn load_tower(params: &ParamStore, path: &Path) -> anyhow::Result<()> {
-    let file = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
-    for (name, var) in params.iter().filter(|(n, _)| is_tower(n)) {
-        var.set(&checked_tensor(&file, name, var.shape(), path)?)?;
-    }
+    tower_params(params).load(path, "")?;
     Ok(())
 }
