@@ -17,7 +17,10 @@ const FILES: [&str; 7] = [
 ];
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/toy");
+    // The manifest directory of this build, read at run time: `env!` would freeze the directory the
+    // build script was compiled in, and cargo reuses that binary for another checkout sharing the target.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest).join("../../models/toy");
     println!("cargo::rerun-if-changed={}", root.display());
     let mut entries = Vec::new();
     for f in FILES {
