@@ -297,31 +297,3 @@ fn conversations_stay_inside_the_vocabulary() {
     }
     assert_eq!(flmm_data::toy::words("Where is the red-circle?"), ["where", "is", "the", "red", "-", "circle", "?"]);
 }
-
-#[test]
-fn listing_puts_each_region_right_after_its_expression_in_a_drawn_order() {
-    let mut left_to_right = 0;
-    let mut listings = 0;
-    for s in scenes(200) {
-        for variant in [1u64, 3] {
-            let listing = flmm_data::toy::object_listing(&s, variant);
-            let mut entries: Vec<(usize, f32)> = Vec::new();
-            for i in 0..s.objects.len() {
-                if let Some(e) = expressions_for(&s, i).first() {
-                    let entry = format!("{} {} .", e.text, flmm_data::toy::text::region(&s, &s.objects[i]));
-                    let at = listing.find(&entry).unwrap_or_else(|| panic!("{entry:?} missing from {listing:?}"));
-                    entries.push((at, s.objects[i].center.0));
-                }
-            }
-            if entries.is_empty() {
-                assert_eq!(listing, "nothing can be singled out .");
-                continue;
-            }
-            assert_eq!(listing.matches(" .").count(), entries.len(), "one entry per singled-out object: {listing:?}");
-            entries.sort_by_key(|e| e.0);
-            listings += 1;
-            left_to_right += usize::from(entries.windows(2).all(|w| w[0].1 <= w[1].1));
-        }
-    }
-    assert!(left_to_right < listings * 3 / 4, "{left_to_right} of {listings} listings run left to right");
-}

@@ -19,21 +19,15 @@ pub struct Turn {
     pub assistant: String,
 }
 
-/// "the small blue square bottom . the red circle top left ." — every object that a referring
-/// expression singles out (its simplest one) followed at once by its region, in an order drawn from
-/// `variant`. The region word comes right after the expression's last word, so predicting it needs the
-/// named object found *at the phrase's own tokens* — the attention F-LMM reads when it grounds the same
-/// phrase given as the answer to the image prompt (a filler such as "is at the" let the binding wait for
-/// later tokens: the phrase tokens of the model trained on that wording attended to every object of the
-/// named colour alike, see docs/toy.md). A random order, not left to right, so the position of an entry
-/// is not guessable from the previous one.
-pub fn object_listing(scene: &ToyScene, variant: u64) -> String {
+/// "the red circle is at the top left . the small blue square is at the bottom ." — every object that a
+/// referring expression singles out (its simplest one), left to right.
+pub fn object_listing(scene: &ToyScene) -> String {
     let mut order: Vec<usize> = (0..scene.objects.len()).collect();
-    Rng::new(variant ^ LISTING_ORDER_STREAM).shuffle(&mut order);
+    order.sort_by(|&a, &b| scene.objects[a].center.0.total_cmp(&scene.objects[b].center.0));
     let mut parts = Vec::new();
     for i in order {
         if let Some(e) = expressions_for(scene, i).first() {
-            parts.push(format!("{} {} .", e.text, region(scene, &scene.objects[i])));
+            parts.push(format!("{} is at the {} .", e.text, region(scene, &scene.objects[i])));
         }
     }
     if parts.is_empty() {
@@ -43,14 +37,11 @@ pub fn object_listing(scene: &ToyScene, variant: u64) -> String {
     }
 }
 
-/// Separates the listing's order from the question order drawn from the same `variant`.
-const LISTING_ORDER_STREAM: u64 = 0x6c69_7374;
-
 /// The conversation about `scene`: `image_prompt` (which carries the image token) answered by the
 /// narrative caption or, for odd `variant`, the [`object_listing`]; then at most `max_questions`
 /// question turns in an order drawn from `variant`.
 pub fn conversation(scene: &ToyScene, image_prompt: &str, variant: u64, max_questions: usize) -> Vec<Turn> {
-    let description = if variant.is_multiple_of(2) { narrative(scene).caption } else { object_listing(scene, variant) };
+    let description = if variant.is_multiple_of(2) { narrative(scene).caption } else { object_listing(scene) };
     let mut qa: Vec<Turn> = questions(scene).into_iter().map(|q| Turn { user: q.question, assistant: q.answer }).collect();
     for (i, o) in scene.objects.iter().enumerate() {
         for e in expressions_for(scene, i) {
@@ -98,7 +89,7 @@ pub fn words(text: &str) -> Vec<String> {
 pub fn vocabulary(extra: &[&str]) -> Vec<String> {
     let mut texts: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let fixed = [
-        "a an the picture of , and on background . is nothing can be singled out",
+        "a an the picture of , and on background . is at nothing can be singled out",
         "how many are there ? what colour shape size where object",
         "top left right bottom center",
     ];

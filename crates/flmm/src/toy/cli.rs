@@ -85,7 +85,7 @@ pub enum ToyAction {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Pretraining scenes (one conversation each per epoch).
-        #[arg(long, default_value_t = 14400)]
+        #[arg(long, default_value_t = 12000)]
         scenes: usize,
         /// Epochs.
         #[arg(long, default_value_t = 2)]
