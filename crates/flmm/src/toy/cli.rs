@@ -177,6 +177,17 @@ pub enum ToyAction {
     },
 }
 
+/// Optimizer settings of a VLM pretraining stage (vision or language): the CLI's values, checkpoints
+/// every 50 steps.
+fn stage_optim(lr: f64, epochs: u64, accumulate: usize) -> OptimConfig {
+    OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() }
+}
+
+/// Whether a training step draws a progress bar: not asked to be quiet and stderr is a terminal.
+fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr())
+}
+
 /// Runs one toy step.
 pub fn run(action: ToyAction) -> anyhow::Result<()> {
     match action {
@@ -187,8 +198,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             Ok(())
         }
         ToyAction::PretrainVision { work, seed, scenes, val, epochs, lr, accumulate, resume, quiet } => {
-            let optim = OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() };
-            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (optim, progress) = (stage_optim(lr, epochs, accumulate), show_progress(quiet));
             let opts = VisionPretrainOptions { work: work.clone(), seed, scenes, val, optim, resume, progress };
             let (summary, report) = pretrain_vision(&opts)?;
             println!(
@@ -203,8 +213,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
             Ok(())
         }
         ToyAction::PretrainVlm { work, seed, scenes, epochs, lr, accumulate, no_vision_stage, resume, quiet } => {
-            let optim = OptimConfig { lr, epochs, accumulate, checkpoint_every: 50, ..OptimConfig::default() };
-            let progress = !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let (optim, progress) = (stage_optim(lr, epochs, accumulate), show_progress(quiet));
             let vision = if no_vision_stage {
                 None
             } else {
@@ -237,7 +246,7 @@ pub fn run(action: ToyAction) -> anyhow::Result<()> {
                 epochs,
                 lr,
                 out_dir: super::sam_pretrain::run_dir(&work),
-                show_progress: !quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                show_progress: show_progress(quiet),
                 resume,
                 ..SamPretrainOptions::default()
             };
