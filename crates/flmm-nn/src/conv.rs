@@ -254,14 +254,18 @@ impl CustomOp2 for ConvOp {
         let (n, c, h, wd) = x.dims4()?;
         let (o, _, k, _) = w.dims4()?;
         let (ho, wo) = g.out_size(h, wd);
-        let grad = grad.contiguous()?;
+        let input_needs_grad = x.track_op();
+        // The gradients are computed on detached operands: a gradient that kept the forward graph alive
+        // (through the input or the weight variable) would hold every activation of the step, and the
+        // trainer's gradient accumulation would chain those graphs from step to step.
+        let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
         match self.lowering {
             Lowering::InputColumns => {
                 let grad = grad.reshape((n, o, ho * wo))?;
                 let cols = self.cols.lock().expect("conv cols lock").take();
                 let Some(cols) = cols else { candle_core::bail!("conv2d backward ran twice or without a forward") };
                 let dw = batch_summed_outer(&grad, &cols)?.reshape((o, c, k, k))?;
-                let dx = if x.track_op() {
+                let dx = if input_needs_grad {
                     let dcols = w.reshape((o, c * k * k))?.t()?.broadcast_matmul(&grad)?;
                     let back = Rearrange { geometry: g, image_dims: (n, c, h, wd), to_columns: false };
                     Some(dcols.contiguous()?.apply_op1_no_bwd(&back)?)
@@ -274,8 +278,8 @@ impl CustomOp2 for ConvOp {
                 let columns = Rearrange { geometry: g.transposed(), image_dims: (n, o, ho, wo), to_columns: true };
                 let dz = grad.apply_op1_no_bwd(&columns)?; // [N, O·k², H·W]
                 let dw = from_tap_rows(&batch_summed_outer(&dz, &x.reshape((n, c, h * wd))?)?, (o, c, k))?;
-                let dx = if x.track_op() {
-                    Some(tap_rows(w)?.t()?.broadcast_matmul(&dz)?.reshape((n, c, h, wd))?)
+                let dx = if input_needs_grad {
+                    Some(tap_rows(&w)?.t()?.broadcast_matmul(&dz)?.reshape((n, c, h, wd))?)
                 } else {
                     None
                 };
@@ -325,6 +329,20 @@ mod tests {
             let b = sample(&[o], -1.0, 1.0, 48).unwrap();
             let r = check(|t| weighted_sum(&conv2d(&t[0], &t[1], Some(&t[2]), pad)?, 49), &[x, w, b], 1e-6, 30).unwrap();
             assert!(r.max_error < 1e-8, "c {c} o {o} k {k} pad {pad}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn gradients_hold_no_graph() {
+        // A gradient built from the tracked input or weight would keep the whole forward graph alive
+        // (and, accumulated over steps, every step's graph: the head training ran out of memory).
+        for (c, o) in [(2, 3), (8, 2)] {
+            let x = candle_core::Var::from_tensor(&sample(&[1, c, 4, 4], -1.0, 1.0, 52).unwrap()).unwrap();
+            let w = candle_core::Var::from_tensor(&sample(&[o, c, 3, 3], -1.0, 1.0, 53).unwrap()).unwrap();
+            let grads = conv2d(&(x.as_tensor() * 2.0).unwrap(), w.as_tensor(), None, 1).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w] {
+                assert!(!grads.get(v.as_tensor()).unwrap().track_op(), "{c} -> {o}: a gradient carries a graph");
+            }
         }
     }
 
