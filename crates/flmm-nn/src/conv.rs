@@ -8,8 +8,9 @@
 //!   forward's `cols` for the weight gradient and adds the input gradient's columns back (col2im).
 //! * **output columns** (layers that narrow 4× or more, `4·O ≤ C`, e.g. the U-Net's first layer,
 //!   1024 → 64): the GEMM runs on the raw input, `Z[O·k², H·W] = W'[O·k², C] · X[C, H·W]` with `W'`
-//!   the weight's taps as rows, and the taps of `Z` are summed into the output (col2im with padding `k − 1 − p` and the taps flipped). The
-//!   backward takes the matching im2col of the output gradient and needs no col2im: `dX = W'ᵀ · dZ`.
+//!   the weight's taps as rows, and the taps of `Z` are summed into the output (col2im with padding
+//!   `k − 1 − p` and the taps flipped). The backward takes the matching im2col of the output gradient
+//!   and needs no col2im: `dX = W'ᵀ · dZ`.
 //!   The rearranged matrices hold `O·k²` rows instead of `C·k²` (the first layer at C = 1024: 9 MB
 //!   instead of 151 MB), and the GEMM has `O·k²` rows rather than only `O`. For layers narrowing 2×
 //!   the U-Net bench showed no gain, so they keep input columns.
@@ -223,7 +224,11 @@ fn rearrange_storage<T: WithDType>(s: &CpuStorage, l: &Layout, op: &Rearrange) -
 
 impl CustomOp1 for Rearrange {
     fn name(&self) -> &'static str {
-        "flmm-im2col"
+        if self.to_columns {
+            "flmm-im2col"
+        } else {
+            "flmm-col2im"
+        }
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch_float!(s, rearrange_storage, s, l, self)
