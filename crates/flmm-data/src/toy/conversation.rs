@@ -19,22 +19,19 @@ pub struct Turn {
     pub assistant: String,
 }
 
-/// "the red circle is at the top left . the small blue square is at the bottom ." — every object that a
-/// referring expression singles out (its simplest one), left to right.
+/// "circle red large at the top left . square blue small at the bottom ." — every object, left to right,
+/// named shape first so that the word after the shape (its colour) needs that object.
 pub fn object_listing(scene: &ToyScene) -> String {
     let mut order: Vec<usize> = (0..scene.objects.len()).collect();
     order.sort_by(|&a, &b| scene.objects[a].center.0.total_cmp(&scene.objects[b].center.0));
-    let mut parts = Vec::new();
-    for i in order {
-        if let Some(e) = expressions_for(scene, i).first() {
-            parts.push(format!("{} is at the {} .", e.text, region(scene, &scene.objects[i])));
-        }
-    }
-    if parts.is_empty() {
-        "nothing can be singled out .".into()
-    } else {
-        parts.join(" ")
-    }
+    let parts: Vec<String> = order
+        .into_iter()
+        .map(|i| {
+            let o = &scene.objects[i];
+            format!("{} {} {} at the {} .", o.shape.name(), o.colour.name(), o.size.name(), region(scene, o))
+        })
+        .collect();
+    parts.join(" ")
 }
 
 /// The conversation about `scene`: `image_prompt` (which carries the image token) answered by the
@@ -89,7 +86,7 @@ pub fn words(text: &str) -> Vec<String> {
 pub fn vocabulary(extra: &[&str]) -> Vec<String> {
     let mut texts: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let fixed = [
-        "a an the picture of , and on background . is at nothing can be singled out",
+        "a an the picture of , and on background . is at",
         "how many are there ? what colour shape size where object",
         "top left right bottom center",
     ];
