@@ -4,7 +4,7 @@
 use crate::HeadError;
 use candle_core::{DType, Device, Tensor};
 use flmm_nn::params::ParamStore;
-use flmm_nn::{act, conv, init, norm, pool, resize, rng::Rng};
+use flmm_nn::{conv, init, norm, pool, resize, rng::Rng};
 use serde::{Deserialize, Serialize};
 
 /// Key prefix of the U-Net in official F-LMM checkpoints.
@@ -188,14 +188,13 @@ impl UNetHead {
     /// mmcv `ConvModule`: conv (no bias) → GroupNorm(1) → ReLU.
     fn conv_module(&self, x: &Tensor, prefix: &str, padding: usize, dtype: DType) -> Result<Tensor, HeadError> {
         let y = conv::conv2d(x, &self.param(&format!("{prefix}.conv.weight"), dtype)?, None, padding)?;
-        let y = norm::group_norm(
+        Ok(norm::group_norm_relu(
             &y,
             1,
             &self.param(&format!("{prefix}.gn.weight"), DType::F32)?,
             &self.param(&format!("{prefix}.gn.bias"), DType::F32)?,
             GN_EPS,
-        )?;
-        Ok(act::relu(&y)?)
+        )?)
     }
 
     /// Loads official-format weights (`mask_head.*` keys) strictly; returns unused keys of the file.

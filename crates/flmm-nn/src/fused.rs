@@ -5,7 +5,6 @@
 //! single-threaded generic reduction: together the bulk of a small model's training step on CPU.
 //! Values are processed in f64 whatever the storage (f32 or f64).
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -14,10 +13,10 @@ pub(crate) fn applies(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+pub(crate) fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => candle_core::bail!("fused row op needs a contiguous input"),
+        None => candle_core::bail!("fused op needs a contiguous input"),
     }
 }
 
@@ -26,10 +25,11 @@ macro_rules! dispatch {
         match $storage {
             CpuStorage::F32(_) => $f::<f32>($($args),*),
             CpuStorage::F64(_) => $f::<f64>($($args),*),
-            other => candle_core::bail!("fused row op: unsupported dtype {:?}", other.dtype()),
+            other => candle_core::bail!("fused op: unsupported dtype {:?}", candle_core::backend::BackendStorage::dtype(other)),
         }
     };
 }
+pub(crate) use dispatch;
 
 /// Rows of at least this many values are worth a parallel split on their own.
 const ROWS_PER_TASK_VALUES: usize = 1 << 14;

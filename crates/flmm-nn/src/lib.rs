@@ -10,6 +10,7 @@ pub mod act;
 pub mod conv;
 pub mod fsutil;
 pub mod fused;
+pub mod fused_group_norm;
 pub mod gradcheck;
 pub mod init;
 pub mod loss;

@@ -14,12 +14,39 @@ fn stats_dtype(dtype: DType) -> DType {
 /// `GroupNorm(num_groups, eps)` over `x: [N, C, *]` with per-channel affine `weight`, `bias: [C]`.
 ///
 /// Mean and biased variance are taken over each group's channels and all spatial positions,
-/// exactly as `torch.nn.GroupNorm`.
+/// exactly as `torch.nn.GroupNorm`. On the CPU one custom op with its own backward
+/// ([`crate::fused_group_norm`]); elsewhere composed.
 pub fn group_norm(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
+    group_norm_then(x, num_groups, weight, bias, eps, false)
+}
+
+/// [`group_norm`] followed by ReLU (mmseg's `ConvModule` norm and activation), one op on the CPU.
+pub fn group_norm_relu(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    group_norm_then(x, num_groups, weight, bias, eps, true)
+}
+
+fn group_norm_then(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor, eps: f64, relu: bool) -> Result<Tensor> {
+    let dims = x.dims();
     if dims.len() < 2 || !dims[1].is_multiple_of(num_groups) {
         candle_core::bail!("group_norm: {num_groups} groups do not divide the channels of {dims:?}");
     }
+    let in_dtype = x.dtype();
+    let xs = x.to_dtype(stats_dtype(in_dtype))?;
+    if crate::fused::applies(&xs) {
+        let (w, b) = (weight.to_dtype(xs.dtype())?, bias.to_dtype(xs.dtype())?);
+        return crate::fused_group_norm::group_norm(&xs, num_groups, &w, &b, eps, relu)?.to_dtype(in_dtype);
+    }
+    let y = group_norm_composed(x, num_groups, weight, bias, eps)?;
+    if relu {
+        crate::act::relu(&y)
+    } else {
+        Ok(y)
+    }
+}
+
+/// The composed GroupNorm (statistics in f32 or wider).
+fn group_norm_composed(x: &Tensor, num_groups: usize, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
     let (n, c) = (dims[0], dims[1]);
     let in_dtype = x.dtype();
     let xs = x.to_dtype(stats_dtype(in_dtype))?.reshape((n, num_groups, ()))?;
@@ -88,10 +115,12 @@ mod tests {
         let x = sample(&[2, 4, 3, 3], -1.0, 1.0, 2).unwrap();
         let w = sample(&[4], 0.5, 1.5, 3).unwrap();
         let b = sample(&[4], -0.5, 0.5, 4).unwrap();
-        for groups in [1, 2] {
-            let r = check(|t| weighted_sum(&group_norm(&t[0], groups, &t[1], &t[2], 1e-5)?, 5), &[x.clone(), w.clone(), b.clone()], 1e-6, 30)
-                .unwrap();
-            assert!(r.max_error < 1e-7, "groups {groups}: {r:?}");
+        for f in [group_norm, group_norm_relu, group_norm_composed] {
+            for groups in [1, 2] {
+                let r = check(|t| weighted_sum(&f(&t[0], groups, &t[1], &t[2], 1e-5)?, 5), &[x.clone(), w.clone(), b.clone()], 1e-6, 30)
+                    .unwrap();
+                assert!(r.max_error < 1e-7, "groups {groups}: {r:?}");
+            }
         }
     }
 
@@ -106,17 +135,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn fused_layer_norm_equals_composed_in_f32_and_bf16() {
+    type Norm = dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>;
+
+    /// The fused `norm` and its `composed` twin agree in value and in every gradient, in f32 and bf16,
+    /// on a non-contiguous input of `shape` (last-but-first dims swapped) with affine parameters `[affine]`.
+    fn assert_fused_equals_composed(shape: [usize; 3], affine: usize, fused: &Norm, composed: &Norm) {
         for dtype in [DType::F32, DType::BF16] {
-            let x = sample(&[4, 6, 9], -2.0, 2.0, 21).unwrap().to_dtype(dtype).unwrap();
+            let x = sample(&[shape[1], shape[0], shape[2]], -2.0, 2.0, 21).unwrap().to_dtype(dtype).unwrap();
             let x = candle_core::Var::from_tensor(&x.transpose(0, 1).unwrap()).unwrap(); // non-contiguous view
-            let w = candle_core::Var::from_tensor(&sample(&[9], 0.5, 1.5, 22).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
-            let b = candle_core::Var::from_tensor(&sample(&[9], -0.5, 0.5, 23).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
-            let probe = sample(&[6, 4, 9], -1.0, 1.0, 24).unwrap().to_dtype(dtype).unwrap();
+            let w = candle_core::Var::from_tensor(&sample(&[affine], 0.5, 1.5, 22).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+            let b = candle_core::Var::from_tensor(&sample(&[affine], -0.5, 0.5, 23).unwrap().to_dtype(DType::F32).unwrap()).unwrap();
+            let probe = sample(&shape, -1.0, 1.0, 24).unwrap().to_dtype(dtype).unwrap();
             let mut outs = Vec::new();
-            for f in [layer_norm, layer_norm_composed] {
-                let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-5).unwrap();
+            for f in [fused, composed] {
+                let y = f(x.as_tensor(), w.as_tensor(), b.as_tensor()).unwrap();
                 assert_eq!(y.dtype(), dtype);
                 let g = (&y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
                 let grads: Vec<Tensor> = [x.as_tensor(), w.as_tensor(), b.as_tensor()].iter().map(|v| g.get(v).unwrap().to_dtype(DType::F32).unwrap()).collect();
@@ -128,6 +160,29 @@ mod tests {
             for (a, b) in outs[0].1.iter().zip(&outs[1].1) {
                 assert!(diff(a, b) < tol, "{dtype:?} gradient: max |Δ| {}", diff(a, b));
             }
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_equals_composed_in_f32_and_bf16() {
+        assert_fused_equals_composed([4, 6, 9], 9, &|x, w, b| layer_norm(x, w, b, 1e-5), &|x, w, b| layer_norm_composed(x, w, b, 1e-5));
+    }
+
+    #[test]
+    fn fused_group_norm_equals_composed_in_f32_and_bf16() {
+        for groups in [1, 3] {
+            let fused = move |x: &Tensor, w: &Tensor, b: &Tensor| group_norm(x, groups, w, b, 1e-5);
+            let composed = move |x: &Tensor, w: &Tensor, b: &Tensor| group_norm_composed(x, groups, w, b, 1e-5);
+            assert_fused_equals_composed([2, 6, 9], 6, &fused, &composed);
+        }
+    }
+
+    #[test]
+    fn fused_group_norm_relu_equals_composed_in_f32_and_bf16() {
+        for groups in [1, 3] {
+            let fused = move |x: &Tensor, w: &Tensor, b: &Tensor| group_norm_relu(x, groups, w, b, 1e-5);
+            let composed = move |x: &Tensor, w: &Tensor, b: &Tensor| crate::act::relu(&group_norm_composed(x, groups, w, b, 1e-5)?);
+            assert_fused_equals_composed([2, 6, 9], 6, &fused, &composed);
         }
     }
 
