@@ -23,5 +23,6 @@ pub mod pool;
 pub mod resize;
 pub mod rng;
 pub mod softmax;
+pub mod threads;
 
 pub use candle_core::{DType, Device, Result, Tensor, Var};
