@@ -22,6 +22,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+use crate::fused::slice;
 use std::sync::Mutex;
 
 /// Stride-1 `Conv2d` with square kernel `w: [O, C, k, k]`, zero `padding` on each side, optional `bias: [O]`.
@@ -151,13 +153,6 @@ fn from_tap_rows(rows: &Tensor, (o, c, k): (usize, usize, usize)) -> Result<Tens
     rows.reshape((o, k, k, c))?.permute((0, 3, 1, 2))?.contiguous()
 }
 
-fn contiguous_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&s.as_slice::<T>()?[start..end]),
-        None => candle_core::bail!("conv2d custom op needs contiguous input"),
-    }
-}
-
 macro_rules! dispatch_float {
     ($storage:expr, $f:ident, $($args:expr),*) => {
         match $storage {
@@ -183,8 +178,8 @@ fn conv_storage<T: WithDType>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2:
     let (o, _, _, _) = l2.shape().dims4()?;
     let (ho, wo) = g.out_size(h, w);
     let dev = candle_core::Device::Cpu;
-    let x = contiguous_slice::<T>(s1, l1)?;
-    let weight = Tensor::from_slice(contiguous_slice::<T>(s2, l2)?, (o, c, g.k, g.k), &dev)?;
+    let x = slice::<T>(s1, l1)?;
+    let weight = Tensor::from_slice(slice::<T>(s2, l2)?, (o, c, g.k, g.k), &dev)?;
     let values = match op.lowering {
         Lowering::InputColumns => {
             let cols = Tensor::from_vec(im2col(x, (n, c, h, w), g), (n, c * g.k * g.k, ho * wo), &dev)?;
@@ -212,7 +207,7 @@ struct Rearrange {
 fn rearrange_storage<T: WithDType>(s: &CpuStorage, l: &Layout, op: &Rearrange) -> Result<(CpuStorage, Shape)> {
     let g = op.geometry;
     let (n, c, h, w) = op.image_dims;
-    let data = contiguous_slice::<T>(s, l)?;
+    let data = slice::<T>(s, l)?;
     let (values, shape) = if op.to_columns {
         let (ho, wo) = g.out_size(h, w);
         (im2col(data, op.image_dims, g), Shape::from((n, c * g.k * g.k, ho * wo)))
