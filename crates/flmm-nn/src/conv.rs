@@ -1,19 +1,21 @@
 //! 2-D convolution built on matrix multiplication.
 //!
 //! candle's own `conv2d` is ~8× slower than PyTorch on CPU while its GEMM is fast, so a stride-1
-//! convolution is one GEMM plus a rearrangement, lowered one of two ways:
+//! convolution is GEMMs plus a rearrangement, lowered one of two ways:
 //!
 //! * **input columns** (most layers): `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`, where row
-//!   `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). The backward reuses the
-//!   forward's `cols` for the weight gradient and adds the input gradient's columns back (col2im).
+//!   `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never built
+//!   whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each tile at
+//!   once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the same
+//!   tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
+//!   `k − 1 − p`), so no col2im is needed.
 //! * **output columns** (layers that narrow 4× or more, `4·O ≤ C`, e.g. the U-Net's first layer,
 //!   1024 → 64): the GEMM runs on the raw input, `Z[O·k², H·W] = W'[O·k², C] · X[C, H·W]` with `W'`
 //!   the weight's taps as rows, and the taps of `Z` are summed into the output (col2im with padding
 //!   `k − 1 − p` and the taps flipped). The backward takes the matching im2col of the output gradient
 //!   and needs no col2im: `dX = W'ᵀ · dZ`.
 //!   The rearranged matrices hold `O·k²` rows instead of `C·k²` (the first layer at C = 1024: 9 MB
-//!   instead of 151 MB), and the GEMM has `O·k²` rows rather than only `O`. For layers narrowing 2×
-//!   the U-Net bench showed no gain, so they keep input columns.
+//!   instead of 151 MB), and the GEMM has `O·k²` rows rather than only `O`.
 //!
 //! On CPU this is one custom op with its own backward, which skips the input gradient when the input
 //! needs none (e.g. the frozen attention fed to the first layer). On other devices candle's
@@ -24,7 +26,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::fused::slice;
-use std::sync::Mutex;
+
+mod tiles;
+use tiles::{TileElement, TilePlan};
 
 /// Stride-1 `Conv2d` with square kernel `w: [O, C, k, k]`, zero `padding` on each side, optional `bias: [O]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
@@ -36,9 +40,12 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
     if h + 2 * padding < kh || wd + 2 * padding < kw {
         candle_core::bail!("conv2d: kernel {kh} larger than padded input {h}x{wd}");
     }
+    if padding >= kh {
+        candle_core::bail!("conv2d: padding {padding} must be smaller than the kernel ({kh})");
+    }
     let out = if x.device().is_cpu() {
-        let lowering = if 4 * o <= c && padding < kh { Lowering::OutputColumns } else { Lowering::InputColumns };
-        let op = ConvOp { geometry: Geometry { k: kh, pad: padding, flipped: false }, lowering, cols: Mutex::new(None) };
+        let lowering = if 4 * o <= c { Lowering::OutputColumns } else { Lowering::InputColumns };
+        let op = ConvOp { geometry: Geometry { k: kh, pad: padding, flipped: false }, lowering };
         x.contiguous()?.apply_op2(&w.contiguous()?, op)?
     } else {
         x.conv2d(w, padding, 1, 1, 1)?
@@ -99,20 +106,8 @@ fn im2col<T: WithDType>(x: &[T], (n, c, h, w): (usize, usize, usize, usize), g: 
     let (ho, wo) = g.out_size(h, w);
     let taps = g.k * g.k;
     let mut cols = vec![T::zero(); n * c * taps * ho * wo];
-    cols.par_chunks_mut(taps * ho * wo).enumerate().for_each(|(plane_idx, rows)| {
-        let plane = &x[plane_idx * h * w..(plane_idx + 1) * h * w];
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let r = g.tap_row(ky, kx);
-                let row = &mut rows[r * ho * wo..(r + 1) * ho * wo];
-                let xs = g.valid_range(kx, w, wo);
-                for oy in g.valid_range(ky, h, ho) {
-                    let iy = oy + ky - g.pad;
-                    let src = &plane[iy * w + xs.start + kx - g.pad..iy * w + xs.end + kx - g.pad];
-                    row[oy * wo + xs.start..oy * wo + xs.end].copy_from_slice(src);
-                }
-            }
-        }
+    cols.par_chunks_mut(taps * ho * wo).zip(x.par_chunks(h * w)).for_each(|(rows, plane)| {
+        tiles::plane_columns(plane, (h, w), g, 0..ho, rows, T::zero(), |v| v);
     });
     cols
 }
@@ -165,29 +160,26 @@ macro_rules! dispatch_float {
     };
 }
 
-/// The convolution op; with input columns it keeps the forward's `cols` for the backward.
+/// The convolution op.
 struct ConvOp {
     geometry: Geometry,
     lowering: Lowering,
-    cols: Mutex<Option<Tensor>>,
 }
 
-fn conv_storage<T: WithDType>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &ConvOp) -> Result<(CpuStorage, Shape)> {
+fn conv_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &ConvOp) -> Result<(CpuStorage, Shape)> {
     let g = op.geometry;
     let (n, c, h, w) = l1.shape().dims4()?;
     let (o, _, _, _) = l2.shape().dims4()?;
     let (ho, wo) = g.out_size(h, w);
     let dev = candle_core::Device::Cpu;
     let x = slice::<T>(s1, l1)?;
-    let weight = Tensor::from_slice(slice::<T>(s2, l2)?, (o, c, g.k, g.k), &dev)?;
     let values = match op.lowering {
         Lowering::InputColumns => {
-            let cols = Tensor::from_vec(im2col(x, (n, c, h, w), g), (n, c * g.k * g.k, ho * wo), &dev)?;
-            let out = weight.reshape((o, c * g.k * g.k))?.broadcast_matmul(&cols)?;
-            *op.cols.lock().expect("conv cols lock") = Some(cols);
-            out.flatten_all()?.to_vec1::<T>()?
+            let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
+            T::narrow_vec(tiles::convolve(x, (n, c, h, w), &T::widen_slice(slice::<T>(s2, l2)?), o, g, &plan))
         }
         Lowering::OutputColumns => {
+            let weight = Tensor::from_slice(slice::<T>(s2, l2)?, (o, c, g.k, g.k), &dev)?;
             let x = Tensor::from_slice(x, (n, c, h * w), &dev)?;
             let z = tap_rows(&weight)?.broadcast_matmul(&x)?.flatten_all()?.to_vec1::<T>()?;
             col2im(&z, (n, o, ho, wo), g.transposed())
@@ -196,37 +188,49 @@ fn conv_storage<T: WithDType>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2:
     Ok((T::to_cpu_storage_owned(values), Shape::from((n, o, ho, wo))))
 }
 
-/// im2col or col2im as a forward-only op on a contiguous tensor.
-struct Rearrange {
+/// im2col as a forward-only op on a contiguous `[N, C, H, W]` tensor.
+struct Im2col {
     geometry: Geometry,
-    /// `[N, C, H, W]` of the image side (the input of im2col, the output of col2im).
-    image_dims: (usize, usize, usize, usize),
-    to_columns: bool,
 }
 
-fn rearrange_storage<T: WithDType>(s: &CpuStorage, l: &Layout, op: &Rearrange) -> Result<(CpuStorage, Shape)> {
+fn im2col_storage<T: WithDType>(s: &CpuStorage, l: &Layout, op: &Im2col) -> Result<(CpuStorage, Shape)> {
     let g = op.geometry;
-    let (n, c, h, w) = op.image_dims;
-    let data = slice::<T>(s, l)?;
-    let (values, shape) = if op.to_columns {
-        let (ho, wo) = g.out_size(h, w);
-        (im2col(data, op.image_dims, g), Shape::from((n, c * g.k * g.k, ho * wo)))
-    } else {
-        (col2im(data, op.image_dims, g), Shape::from(op.image_dims))
-    };
-    Ok((T::to_cpu_storage_owned(values), shape))
+    let (n, c, h, w) = l.shape().dims4()?;
+    let (ho, wo) = g.out_size(h, w);
+    let cols = im2col(slice::<T>(s, l)?, (n, c, h, w), g);
+    Ok((T::to_cpu_storage_owned(cols), Shape::from((n, c * g.k * g.k, ho * wo))))
 }
 
-impl CustomOp1 for Rearrange {
+impl CustomOp1 for Im2col {
     fn name(&self) -> &'static str {
-        if self.to_columns {
-            "flmm-im2col"
-        } else {
-            "flmm-col2im"
-        }
+        "flmm-im2col"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch_float!(s, rearrange_storage, s, l, self)
+        dispatch_float!(s, im2col_storage, s, l, self)
+    }
+}
+
+/// The weight gradient of an input-columns convolution as a forward-only op on `(x, dy)`.
+struct WeightGradient {
+    geometry: Geometry,
+}
+
+fn weight_gradient_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &WeightGradient) -> Result<(CpuStorage, Shape)> {
+    let g = op.geometry;
+    let (n, c, h, w) = l1.shape().dims4()?;
+    let (_, o, ho, wo) = l2.shape().dims4()?;
+    let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
+    let dy = T::widen_slice(slice::<T>(s2, l2)?);
+    let dw = tiles::weight_gradient(slice::<T>(s1, l1)?, (n, c, h, w), &dy, o, g, &plan);
+    Ok((T::to_cpu_storage_owned(T::narrow_vec(dw)), Shape::from((o, c, g.k, g.k))))
+}
+
+impl CustomOp2 for WeightGradient {
+    fn name(&self) -> &'static str {
+        "flmm-conv2d-weight-gradient"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch_float!(s1, weight_gradient_storage, s1, l1, s2, l2, self)
     }
 }
 
@@ -253,7 +257,6 @@ impl CustomOp2 for ConvOp {
         let g = self.geometry;
         let (n, c, h, wd) = x.dims4()?;
         let (o, _, k, _) = w.dims4()?;
-        let (ho, wo) = g.out_size(h, wd);
         let input_needs_grad = x.track_op();
         // The gradients are computed on detached operands: a gradient that kept the forward graph alive
         // (through the input or the weight variable) would hold every activation of the step, and the
@@ -261,22 +264,19 @@ impl CustomOp2 for ConvOp {
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
         match self.lowering {
             Lowering::InputColumns => {
-                let grad = grad.reshape((n, o, ho * wo))?;
-                let cols = self.cols.lock().expect("conv cols lock").take();
-                let Some(cols) = cols else { candle_core::bail!("conv2d backward ran twice or without a forward") };
-                let dw = batch_summed_outer(&grad, &cols)?.reshape((o, c, k, k))?;
+                let dw = x.apply_op2_no_bwd(&grad, &WeightGradient { geometry: g })?;
                 let dx = if input_needs_grad {
-                    let dcols = w.reshape((o, c * k * k))?.t()?.broadcast_matmul(&grad)?;
-                    let back = Rearrange { geometry: g, image_dims: (n, c, h, wd), to_columns: false };
-                    Some(dcols.contiguous()?.apply_op1_no_bwd(&back)?)
+                    // The adjoint of the convolution: dY convolved with the weight's channels swapped
+                    // and its taps flipped, padded by k − 1 − p.
+                    let back = ConvOp { geometry: g.transposed(), lowering: Lowering::InputColumns };
+                    Some(grad.apply_op2_no_bwd(&w.transpose(0, 1)?.contiguous()?, &back)?)
                 } else {
                     None
                 };
                 Ok((dx, Some(dw)))
             }
             Lowering::OutputColumns => {
-                let columns = Rearrange { geometry: g.transposed(), image_dims: (n, o, ho, wo), to_columns: true };
-                let dz = grad.apply_op1_no_bwd(&columns)?; // [N, O·k², H·W]
+                let dz = grad.apply_op1_no_bwd(&Im2col { geometry: g.transposed() })?; // [N, O·k², H·W]
                 let dw = from_tap_rows(&batch_summed_outer(&dz, &x.reshape((n, c, h * wd))?)?, (o, c, k))?;
                 let dx = if input_needs_grad {
                     Some(tap_rows(&w)?.t()?.broadcast_matmul(&dz)?.reshape((n, c, h, wd))?)

@@ -1,0 +1,409 @@
+//! The tiled kernels behind the input-columns lowering of [`super::conv2d`].
+//!
+//! A stride-1 convolution is `out[O, P] = W[O, C·k²] · cols[C·k², P]` over the output pixels `P`.
+//! Instead of building `cols` for the whole image (19 MB for 128 channels at 64×64, allocated,
+//! faulted in and zeroed at every call, and kept until the backward), the output rows are cut into
+//! tiles whose columns fit a core's cache ([`TILE_ELEMENTS`]). Each tile's columns are built in a
+//! reused buffer and multiplied at once; the tiles are spread over the rayon threads with a
+//! single-threaded GEMM each, or, when there are too few of them, run one after another with the GEMM
+//! itself threaded. The weight gradient accumulates `dY · colsᵀ` tile by tile in a fixed number of
+//! groups ([`WEIGHT_GRADIENT_GROUPS`]) summed in order, so no value depends on the thread count.
+//!
+//! Products run in f32 (f64 for f64 tensors): bf16 and f16 are widened while their columns are built,
+//! as candle widens bf16 for its own matmul.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::Geometry;
+
+/// Most elements of one tile's columns (512 KiB in f32): the tile and the GEMM's packed copy of it stay
+/// in a core's L2 cache.
+pub(super) const TILE_ELEMENTS: usize = 1 << 17;
+
+/// Fewest output pixels in a tile (whole rows are taken, so at least one row): narrower products
+/// starve the GEMM's micro-kernel.
+pub(super) const MIN_TILE_PIXELS: usize = 128;
+
+/// The weight gradient's tiles are summed in this many groups, whatever the thread count.
+const WEIGHT_GRADIENT_GROUPS: usize = 4;
+
+/// The type a product is computed in: f32 or f64.
+pub(super) trait Accumulator: Copy + Send + Sync + 'static + std::ops::Add<Output = Self> {
+    const ZERO: Self;
+    const ONE: Self;
+}
+
+impl Accumulator for f32 {
+    const ZERO: f32 = 0.0;
+    const ONE: f32 = 1.0;
+}
+
+impl Accumulator for f64 {
+    const ZERO: f64 = 0.0;
+    const ONE: f64 = 1.0;
+}
+
+/// A tensor element type the kernels read, and the type its products are computed in.
+pub(super) trait TileElement: candle_core::WithDType {
+    /// f64 for f64, f32 for every other type.
+    type Acc: Accumulator;
+    /// One element in the product type.
+    fn widen(self) -> Self::Acc;
+    /// A slice in the product type, borrowed when it already is.
+    fn widen_slice(s: &[Self]) -> Cow<'_, [Self::Acc]>;
+    /// Products back in the tensor's type (the same buffer when the types are the same).
+    fn narrow_vec(v: Vec<Self::Acc>) -> Vec<Self>;
+}
+
+macro_rules! computed_in_itself {
+    ($t:ty) => {
+        impl TileElement for $t {
+            type Acc = $t;
+            fn widen(self) -> $t {
+                self
+            }
+            fn widen_slice(s: &[$t]) -> Cow<'_, [$t]> {
+                Cow::Borrowed(s)
+            }
+            fn narrow_vec(v: Vec<$t>) -> Vec<$t> {
+                v
+            }
+        }
+    };
+}
+
+macro_rules! computed_in_f32 {
+    ($t:ty) => {
+        impl TileElement for $t {
+            type Acc = f32;
+            fn widen(self) -> f32 {
+                self.to_f32()
+            }
+            fn widen_slice(s: &[$t]) -> Cow<'_, [f32]> {
+                Cow::Owned(s.iter().map(|v| v.to_f32()).collect())
+            }
+            fn narrow_vec(v: Vec<f32>) -> Vec<$t> {
+                v.into_iter().map(<$t>::from_f32).collect()
+            }
+        }
+    };
+}
+
+computed_in_itself!(f32);
+computed_in_itself!(f64);
+computed_in_f32!(half::bf16);
+computed_in_f32!(half::f16);
+
+/// Writes the `k²` column rows of one `h × w` input plane for the output rows `rows` into `out`
+/// (`[k², rows.len()·wo]`, tap `(ky, kx)` at row `g.tap_row(ky, kx)`): the plane shifted by the tap,
+/// zero where the tap falls outside it, each element mapped by `convert`.
+pub(super) fn plane_columns<S: Copy, D: Copy>(
+    plane: &[S],
+    (h, w): (usize, usize),
+    g: Geometry,
+    rows: Range<usize>,
+    out: &mut [D],
+    zero: D,
+    convert: impl Fn(S) -> D,
+) {
+    let (_, wo) = g.out_size(h, w);
+    let pixels = rows.len() * wo;
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let r = g.tap_row(ky, kx);
+            let row = &mut out[r * pixels..(r + 1) * pixels];
+            let xs = g.valid_range(kx, w, wo);
+            for (t, oy) in rows.clone().enumerate() {
+                let dst = &mut row[t * wo..(t + 1) * wo];
+                if oy + ky < g.pad || oy + ky - g.pad >= h || xs.is_empty() {
+                    dst.fill(zero);
+                    continue;
+                }
+                let src = (oy + ky - g.pad) * w + xs.start + kx - g.pad;
+                dst[..xs.start].fill(zero);
+                dst[xs.end..].fill(zero);
+                for (d, s) in dst[xs.clone()].iter_mut().zip(&plane[src..src + xs.len()]) {
+                    *d = convert(*s);
+                }
+            }
+        }
+    }
+}
+
+/// How a convolution's output is cut into tiles: `(sample, output rows)`, in order.
+#[derive(Debug, Clone)]
+pub(super) struct TilePlan {
+    tiles: Vec<(usize, Range<usize>)>,
+}
+
+impl TilePlan {
+    /// Tiles of whole output rows, for `n` samples of `ho × wo` outputs whose columns have `depth`
+    /// rows: as many rows as keep a tile within `max_elements`, but at least `min_pixels` pixels.
+    pub(super) fn new(n: usize, (ho, wo): (usize, usize), depth: usize, max_elements: usize, min_pixels: usize) -> Self {
+        let by_size = max_elements / (depth * wo).max(1);
+        let rows = by_size.max(min_pixels.div_ceil(wo.max(1))).clamp(1, ho.max(1));
+        let tiles = (0..n).flat_map(|b| (0..ho).step_by(rows).map(move |r| (b, r..(r + rows).min(ho)))).collect();
+        Self { tiles }
+    }
+
+    /// The plan the convolution uses ([`TILE_ELEMENTS`], [`MIN_TILE_PIXELS`]).
+    pub(super) fn for_conv(n: usize, out: (usize, usize), depth: usize) -> Self {
+        Self::new(n, out, depth, TILE_ELEMENTS, MIN_TILE_PIXELS)
+    }
+}
+
+/// Whether tiles run side by side (each with a one-thread GEMM) or one after another with the GEMM
+/// threaded. The arithmetic is the same either way: the GEMM splits its output, not its sums.
+fn schedule(tiles: usize) -> (bool, Parallelism) {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && tiles >= 2 * threads {
+        (true, Parallelism::None)
+    } else if threads > 1 {
+        (false, Parallelism::Rayon(threads))
+    } else {
+        (false, Parallelism::None)
+    }
+}
+
+/// A pointer into the output that every tile writes its own disjoint part of.
+#[derive(Clone, Copy)]
+struct SharedOut<A>(*mut A);
+// SAFETY: the tiles of one call write disjoint pixel ranges of the buffer, which outlives the call.
+unsafe impl<A> Send for SharedOut<A> {}
+unsafe impl<A> Sync for SharedOut<A> {}
+
+impl<A> SharedOut<A> {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper, not its field).
+    fn at(self, offset: usize) -> *mut A {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Builds the columns of tile `(b, rows)` of `x: [N, C, H, W]` into `cols` (`[C·k², pixels]`) and
+/// returns the tile's pixel count.
+fn tile_columns<T: TileElement>(x: &[T], (_, c, h, w): (usize, usize, usize, usize), g: Geometry, (b, rows): &(usize, Range<usize>), cols: &mut Vec<T::Acc>) -> usize {
+    let (_, wo) = g.out_size(h, w);
+    let pixels = rows.len() * wo;
+    let taps = g.k * g.k;
+    cols.resize(c * taps * pixels, T::Acc::ZERO);
+    let sample = &x[b * c * h * w..(b + 1) * c * h * w];
+    for (plane, out) in sample.chunks_exact(h * w).zip(cols.chunks_exact_mut(taps * pixels)) {
+        plane_columns(plane, (h, w), g, rows.clone(), out, T::Acc::ZERO, T::widen);
+    }
+    pixels
+}
+
+/// The convolution of `x: [N, C, H, W]` with `weight: [O, C·k²]` (rows ordered `(c, ky, kx)` as
+/// stored, the taps read through `g`), as `[N, O, Ho·Wo]` in the product type.
+pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usize), weight: &[T::Acc], o: usize, g: Geometry, plan: &TilePlan) -> Vec<T::Acc> {
+    let (n, c, h, w) = dims;
+    let (ho, wo) = g.out_size(h, w);
+    let (depth, plane_out) = (c * g.k * g.k, ho * wo);
+    let mut out = vec![T::Acc::ZERO; n * o * plane_out];
+    let dst = SharedOut(out.as_mut_ptr());
+    let (side_by_side, parallelism) = schedule(plan.tiles.len());
+    let run = |cols: &mut Vec<T::Acc>, tile: &(usize, Range<usize>)| {
+        let pixels = tile_columns(x, dims, g, tile, cols);
+        let (b, rows) = tile;
+        // SAFETY: out[b, :, rows] is `o` rows of `pixels` elements, `plane_out` apart, inside `out`;
+        // `weight` is [o, depth] and `cols` [depth, pixels], both row-major.
+        unsafe {
+            gemm(
+                o,
+                pixels,
+                depth,
+                dst.at(b * o * plane_out + rows.start * wo),
+                1,
+                plane_out as isize,
+                false,
+                weight.as_ptr(),
+                1,
+                depth as isize,
+                cols.as_ptr(),
+                1,
+                pixels as isize,
+                T::Acc::ZERO,
+                T::Acc::ONE,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    };
+    if side_by_side {
+        plan.tiles.par_iter().for_each_init(Vec::new, run);
+    } else {
+        let mut cols = Vec::new();
+        plan.tiles.iter().for_each(|tile| run(&mut cols, tile));
+    }
+    out
+}
+
+/// The weight gradient `dW[O, C·k²] = Σ dY · colsᵀ` over every sample and output pixel, for
+/// `x: [N, C, H, W]` and the output gradient `dy: [N, O, Ho·Wo]` (product type).
+pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usize, usize), dy: &[T::Acc], o: usize, g: Geometry, plan: &TilePlan) -> Vec<T::Acc> {
+    let (_, c, h, w) = dims;
+    let (ho, wo) = g.out_size(h, w);
+    let (depth, plane_out) = (c * g.k * g.k, ho * wo);
+    let (side_by_side, parallelism) = schedule(plan.tiles.len());
+    let group = |tiles: &[(usize, Range<usize>)]| {
+        let mut sum = vec![T::Acc::ZERO; o * depth];
+        let mut cols = Vec::new();
+        for (i, tile) in tiles.iter().enumerate() {
+            let pixels = tile_columns(x, dims, g, tile, &mut cols);
+            let (b, rows) = tile;
+            // SAFETY: `sum` is [o, depth] row-major; dY's tile is `o` rows of `pixels`, `plane_out`
+            // apart; colsᵀ reads `cols: [depth, pixels]` with swapped strides.
+            unsafe {
+                gemm(
+                    o,
+                    depth,
+                    pixels,
+                    sum.as_mut_ptr(),
+                    1,
+                    depth as isize,
+                    i > 0,
+                    dy.as_ptr().add(b * o * plane_out + rows.start * wo),
+                    1,
+                    plane_out as isize,
+                    cols.as_ptr(),
+                    pixels as isize,
+                    1,
+                    T::Acc::ONE,
+                    T::Acc::ONE,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+        sum
+    };
+    let per_group = plan.tiles.len().div_ceil(WEIGHT_GRADIENT_GROUPS).max(1);
+    let sums: Vec<Vec<T::Acc>> = if side_by_side {
+        plan.tiles.par_chunks(per_group).map(group).collect()
+    } else {
+        plan.tiles.chunks(per_group).map(group).collect()
+    };
+    let mut sums = sums.into_iter();
+    let mut total = sums.next().unwrap_or_else(|| vec![T::Acc::ZERO; o * depth]);
+    for sum in sums {
+        for (t, s) in total.iter_mut().zip(sum) {
+            *t = *t + s;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(len: usize, seed: u64) -> Vec<f64> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..len).map(|_| 2.0 * rng.uniform() - 1.0).collect()
+    }
+
+    /// Direct definitions: `y[b, o, oy, ox] = Σ w[o, c, ky, kx] · x[b, c, oy + ky − p, ox + kx − p]` and
+    /// its weight gradient for a given `dy`.
+    fn direct(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), wt: &[f64], o: usize, k: usize, p: usize, dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (ho, wo) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
+        let mut y = vec![0.0; n * o * ho * wo];
+        let mut dw = vec![0.0; o * c * k * k];
+        for b in 0..n {
+            for oc in 0..o {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let out = ((b * o + oc) * ho + oy) * wo + ox;
+                        for ci in 0..c {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let (iy, ix) = ((oy + ky) as isize - p as isize, (ox + kx) as isize - p as isize);
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((b * c + ci) * h + iy as usize) * w + ix as usize;
+                                    let wi = ((oc * c + ci) * k + ky) * k + kx;
+                                    y[out] += wt[wi] * x[xi];
+                                    dw[wi] += dy[out] * x[xi];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, dw)
+    }
+
+    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn every_tiling_matches_the_direct_definition() {
+        let (n, c, h, w, o) = (2, 3, 9, 7, 4);
+        let x = values(n * c * h * w, 1);
+        for (k, pad) in [(3, 1), (3, 0), (1, 0), (2, 1), (5, 2)] {
+            let g = Geometry { k, pad, flipped: false };
+            let (ho, wo) = g.out_size(h, w);
+            let wt = values(o * c * k * k, 2);
+            let dy = values(n * o * ho * wo, 3);
+            let (want_y, want_dw) = direct(&x, (n, c, h, w), &wt, o, k, pad, &dy);
+            // One row per tile (many tiles and several gradient groups), two rows, one tile per sample.
+            for (max_elements, min_pixels) in [(1, 1), (2 * c * k * k * wo, 1), (usize::MAX, 1)] {
+                let plan = TilePlan::new(n, (ho, wo), c * k * k, max_elements, min_pixels);
+                let y = convolve::<f64>(&x, (n, c, h, w), &wt, o, g, &plan);
+                let dw = weight_gradient::<f64>(&x, (n, c, h, w), &dy, o, g, &plan);
+                let tiles = plan.tiles.len();
+                assert!(max_diff(&y, &want_y) < 1e-12, "k {k} pad {pad}, {tiles} tiles: output off by {}", max_diff(&y, &want_y));
+                assert!(max_diff(&dw, &want_dw) < 1e-12, "k {k} pad {pad}, {tiles} tiles: weight gradient off by {}", max_diff(&dw, &want_dw));
+            }
+        }
+    }
+
+    #[test]
+    fn plans_cover_every_row_once_within_the_budget() {
+        for (ho, wo, depth) in [(64, 64, 576), (64, 64, 1152), (8, 8, 4608), (13, 17, 9), (1, 1, 1)] {
+            let plan = TilePlan::for_conv(2, (ho, wo), depth);
+            for b in 0..2 {
+                let rows: Vec<usize> = plan.tiles.iter().filter(|t| t.0 == b).flat_map(|t| t.1.clone()).collect();
+                assert_eq!(rows, (0..ho).collect::<Vec<_>>(), "{ho}x{wo} depth {depth}");
+            }
+            // Every tile but the last of a sample has the plan's height.
+            for (_, rows) in plan.tiles.iter().filter(|(_, rows)| rows.end < ho) {
+                let pixels = rows.len() * wo;
+                assert!(pixels >= MIN_TILE_PIXELS, "{ho}x{wo}: {pixels}-pixel tile");
+                assert!(rows.len() == 1 || pixels < MIN_TILE_PIXELS + wo || depth * pixels <= TILE_ELEMENTS, "{ho}x{wo} depth {depth}: tile of {} elements", depth * pixels);
+            }
+        }
+    }
+
+    #[test]
+    fn thread_count_does_not_change_any_bit() {
+        let (n, c, h, w, o) = (2, 16, 40, 40, 8);
+        let g = Geometry { k: 3, pad: 1, flipped: false };
+        let x: Vec<f32> = values(n * c * h * w, 4).into_iter().map(|v| v as f32).collect();
+        let wt: Vec<f32> = values(o * c * 9, 5).into_iter().map(|v| v as f32).collect();
+        let dy: Vec<f32> = values(n * o * h * w, 6).into_iter().map(|v| v as f32).collect();
+        // One row per tile: the tiles run side by side; one tile per sample: one after another, with the
+        // GEMM threaded.
+        for plan in [TilePlan::new(n, (h, w), c * 9, 1, 1), TilePlan::new(n, (h, w), c * 9, usize::MAX, 1)] {
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| (convolve::<f32>(&x, (n, c, h, w), &wt, o, g, &plan), weight_gradient::<f32>(&x, (n, c, h, w), &dy, o, g, &plan)))
+            };
+            let one = run(1);
+            for threads in [2, 3] {
+                assert!(run(threads) == one, "{} tiles: {threads} threads changed the result", plan.tiles.len());
+            }
+        }
+    }
+}
