@@ -1,32 +1,30 @@
 //! 2-D convolution built on matrix multiplication.
 //!
 //! candle's own `conv2d` is ~8× slower than PyTorch on CPU while its GEMM is fast, so a stride-1
-//! convolution is GEMMs plus a rearrangement, lowered one of two ways:
+//! convolution is GEMMs plus a rearrangement: `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`, where row
+//! `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never built
+//! whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each tile at
+//! once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the same
+//! tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
+//! `k − 1 − p`), so no col2im is needed.
 //!
-//! * **input columns** (most layers): `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`, where row
-//!   `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never built
-//!   whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each tile at
-//!   once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the same
-//!   tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
-//!   `k − 1 − p`), so no col2im is needed.
-//! * **output columns** (layers that narrow 4× or more, `4·O ≤ C`, e.g. the U-Net's first layer,
-//!   1024 → 64): the GEMM runs on the raw input, `Z[O·k², H·W] = W'[O·k², C] · X[C, H·W]` with `W'`
-//!   the weight's taps as rows, and the taps of `Z` are summed into the output (col2im with padding
-//!   `k − 1 − p` and the taps flipped). The backward takes the matching im2col of the output gradient
-//!   and needs no col2im: `dX = W'ᵀ · dZ`.
-//!   The rearranged matrices hold `O·k²` rows instead of `C·k²` (the first layer at C = 1024: 9 MB
-//!   instead of 151 MB), and the GEMM has `O·k²` rows rather than only `O`.
+//! The weight gradient of a layer that narrows 4× or more (`4·O ≤ C`, e.g. the U-Net's first layer, 1024 → 64)
+//! is built the other way round: `dWᵀ[C, O·k²] = X · cols(dY)ᵀ`, with the columns taken from the
+//! output gradient (padding `k − 1 − p`, taps flipped). Those have `O·k²` rows instead of `C·k²`, and
+//! both sides of the GEMM are wide.
 //!
 //! On CPU this is one custom op with its own backward, which skips the input gradient when the input
 //! needs none (e.g. the frozen attention fed to the first layer). On other devices candle's
 //! convolution is used.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
 use crate::fused::slice;
 
+#[cfg(test)]
+mod direct;
+mod product;
 mod tiles;
 use tiles::{TileElement, TilePlan};
 
@@ -44,8 +42,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
         candle_core::bail!("conv2d: padding {padding} must be smaller than the kernel ({kh})");
     }
     let out = if x.device().is_cpu() {
-        let lowering = if 4 * o <= c { Lowering::OutputColumns } else { Lowering::InputColumns };
-        let op = ConvOp { geometry: Geometry { k: kh, pad: padding, flipped: false }, lowering };
+        let op = ConvOp { geometry: Geometry { k: kh, pad: padding, flipped: false } };
         x.contiguous()?.apply_op2(&w.contiguous()?, op)?
     } else {
         x.conv2d(w, padding, 1, 1, 1)?
@@ -56,12 +53,13 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> 
     }
 }
 
-/// Kernel size and padding of a stride-1 convolution, and the order of the taps in the columns.
+/// Kernel size and padding of a stride-1 convolution, and the order of its taps.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     k: usize,
     pad: usize,
-    /// Tap `(ky, kx)` is stored as row `(k−1−ky, k−1−kx)` of its plane's columns.
+    /// Tap `(ky, kx)` reads the weight's tap `(k−1−ky, k−1−kx)` (and is stored as that row of its
+    /// plane's columns).
     flipped: bool,
 }
 
@@ -94,60 +92,6 @@ impl Geometry {
     }
 }
 
-/// Which operand the convolution's GEMM rearranges (module docs).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Lowering {
-    InputColumns,
-    OutputColumns,
-}
-
-/// `[N, C, H, W]` → `[N, C·k·k, Ho·Wo]`; row `(c, ky, kx)` is plane `c` shifted by `(ky − pad, kx − pad)`.
-fn im2col<T: WithDType>(x: &[T], (n, c, h, w): (usize, usize, usize, usize), g: Geometry) -> Vec<T> {
-    let (ho, wo) = g.out_size(h, w);
-    let taps = g.k * g.k;
-    let mut cols = vec![T::zero(); n * c * taps * ho * wo];
-    cols.par_chunks_mut(taps * ho * wo).zip(x.par_chunks(h * w)).for_each(|(rows, plane)| {
-        tiles::plane_columns(plane, (h, w), g, 0..ho, rows, T::zero(), |v| v);
-    });
-    cols
-}
-
-/// The adjoint of [`im2col`]: adds every shifted row back onto its input plane.
-fn col2im<T: WithDType>(cols: &[T], (n, c, h, w): (usize, usize, usize, usize), g: Geometry) -> Vec<T> {
-    let (ho, wo) = g.out_size(h, w);
-    let taps = g.k * g.k;
-    let mut x = vec![T::zero(); n * c * h * w];
-    x.par_chunks_mut(h * w).enumerate().for_each(|(plane_idx, plane)| {
-        let rows = &cols[plane_idx * taps * ho * wo..(plane_idx + 1) * taps * ho * wo];
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let r = g.tap_row(ky, kx);
-                let row = &rows[r * ho * wo..(r + 1) * ho * wo];
-                let xs = g.valid_range(kx, w, wo);
-                for oy in g.valid_range(ky, h, ho) {
-                    let iy = oy + ky - g.pad;
-                    let dst = &mut plane[iy * w + xs.start + kx - g.pad..iy * w + xs.end + kx - g.pad];
-                    for (d, s) in dst.iter_mut().zip(&row[oy * wo + xs.start..oy * wo + xs.end]) {
-                        *d += *s;
-                    }
-                }
-            }
-        }
-    });
-    x
-}
-
-/// `w: [O, C, k, k]` as `W'[O·k², C]`, row `(o, ky, kx)` = `w[o, :, ky, kx]`.
-fn tap_rows(w: &Tensor) -> Result<Tensor> {
-    let (o, c, k, _) = w.dims4()?;
-    w.permute((0, 2, 3, 1))?.contiguous()?.reshape((o * k * k, c))
-}
-
-/// The inverse of [`tap_rows`]: `[O·k², C]` back to `[O, C, k, k]`.
-fn from_tap_rows(rows: &Tensor, (o, c, k): (usize, usize, usize)) -> Result<Tensor> {
-    rows.reshape((o, k, k, c))?.permute((0, 3, 1, 2))?.contiguous()
-}
-
 macro_rules! dispatch_float {
     ($storage:expr, $f:ident, $($args:expr),*) => {
         match $storage {
@@ -163,7 +107,6 @@ macro_rules! dispatch_float {
 /// The convolution op.
 struct ConvOp {
     geometry: Geometry,
-    lowering: Lowering,
 }
 
 fn conv_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &ConvOp) -> Result<(CpuStorage, Shape)> {
@@ -171,57 +114,39 @@ fn conv_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l
     let (n, c, h, w) = l1.shape().dims4()?;
     let (o, _, _, _) = l2.shape().dims4()?;
     let (ho, wo) = g.out_size(h, w);
-    let dev = candle_core::Device::Cpu;
-    let x = slice::<T>(s1, l1)?;
-    let values = match op.lowering {
-        Lowering::InputColumns => {
-            let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
-            T::narrow_vec(tiles::convolve(x, (n, c, h, w), &T::widen_slice(slice::<T>(s2, l2)?), o, g, &plan))
-        }
-        Lowering::OutputColumns => {
-            let weight = Tensor::from_slice(slice::<T>(s2, l2)?, (o, c, g.k, g.k), &dev)?;
-            let x = Tensor::from_slice(x, (n, c, h * w), &dev)?;
-            let z = tap_rows(&weight)?.broadcast_matmul(&x)?.flatten_all()?.to_vec1::<T>()?;
-            col2im(&z, (n, o, ho, wo), g.transposed())
-        }
-    };
-    Ok((T::to_cpu_storage_owned(values), Shape::from((n, o, ho, wo))))
+    let (x, weight) = (slice::<T>(s1, l1)?, T::widen_slice(slice::<T>(s2, l2)?));
+    let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
+    let values = tiles::convolve(x, (n, c, h, w), &weight, o, g, &plan);
+    Ok((T::to_cpu_storage_owned(T::narrow_vec(values)), Shape::from((n, o, ho, wo))))
 }
 
-/// im2col as a forward-only op on a contiguous `[N, C, H, W]` tensor.
-struct Im2col {
-    geometry: Geometry,
-}
-
-fn im2col_storage<T: WithDType>(s: &CpuStorage, l: &Layout, op: &Im2col) -> Result<(CpuStorage, Shape)> {
-    let g = op.geometry;
-    let (n, c, h, w) = l.shape().dims4()?;
-    let (ho, wo) = g.out_size(h, w);
-    let cols = im2col(slice::<T>(s, l)?, (n, c, h, w), g);
-    Ok((T::to_cpu_storage_owned(cols), Shape::from((n, c * g.k * g.k, ho * wo))))
-}
-
-impl CustomOp1 for Im2col {
-    fn name(&self) -> &'static str {
-        "flmm-im2col"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch_float!(s, im2col_storage, s, l, self)
-    }
-}
-
-/// The weight gradient of an input-columns convolution as a forward-only op on `(x, dy)`.
+/// A convolution's weight gradient as a forward-only op on `(x, dy)`.
 struct WeightGradient {
     geometry: Geometry,
+}
+
+/// Whether a layer from `c` to `o` channels takes its weight gradient's columns from the output
+/// gradient (module docs).
+fn narrows(c: usize, o: usize) -> bool {
+    4 * o <= c
 }
 
 fn weight_gradient_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &WeightGradient) -> Result<(CpuStorage, Shape)> {
     let g = op.geometry;
     let (n, c, h, w) = l1.shape().dims4()?;
     let (_, o, ho, wo) = l2.shape().dims4()?;
-    let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
-    let dy = T::widen_slice(slice::<T>(s2, l2)?);
-    let dw = tiles::weight_gradient(slice::<T>(s1, l1)?, (n, c, h, w), &dy, o, g, &plan);
+    let (x, dy) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
+    let taps = g.k * g.k;
+    let dw = if narrows(c, o) {
+        // dWᵀ[c, o·k² + t] = Σ x[c, ·] · dY shifted by tap t of the transposed geometry (module docs).
+        let plan = TilePlan::for_conv(n, (h, w), o * taps);
+        let transposed = tiles::weight_gradient(dy, (n, o, ho, wo), &T::widen_slice(x), c, g.transposed(), &plan);
+        let row = |oi: usize, ci: usize| &transposed[ci * o * taps + oi * taps..][..taps];
+        (0..o).flat_map(|oi| (0..c).flat_map(move |ci| row(oi, ci).iter().copied())).collect()
+    } else {
+        let plan = TilePlan::for_conv(n, (ho, wo), c * taps);
+        tiles::weight_gradient(x, (n, c, h, w), &T::widen_slice(dy), o, g, &plan)
+    };
     Ok((T::to_cpu_storage_owned(T::narrow_vec(dw)), Shape::from((o, c, g.k, g.k))))
 }
 
@@ -231,16 +156,6 @@ impl CustomOp2 for WeightGradient {
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch_float!(s1, weight_gradient_storage, s1, l1, s2, l2, self)
-    }
-}
-
-/// `a · bᵀ` summed over the batch: `[N, M, K] × [N, P, K]` → `[M, P]`.
-fn batch_summed_outer(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let product = a.matmul(&b.transpose(1, 2)?)?;
-    if product.dim(0)? == 1 {
-        product.squeeze(0)
-    } else {
-        product.sum(0)
     }
 }
 
@@ -255,37 +170,21 @@ impl CustomOp2 for ConvOp {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry;
-        let (n, c, h, wd) = x.dims4()?;
-        let (o, _, k, _) = w.dims4()?;
         let input_needs_grad = x.track_op();
         // The gradients are computed on detached operands: a gradient that kept the forward graph alive
         // (through the input or the weight variable) would hold every activation of the step, and the
         // trainer's gradient accumulation would chain those graphs from step to step.
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
-        match self.lowering {
-            Lowering::InputColumns => {
-                let dw = x.apply_op2_no_bwd(&grad, &WeightGradient { geometry: g })?;
-                let dx = if input_needs_grad {
-                    // The adjoint of the convolution: dY convolved with the weight's channels swapped
-                    // and its taps flipped, padded by k − 1 − p.
-                    let back = ConvOp { geometry: g.transposed(), lowering: Lowering::InputColumns };
-                    Some(grad.apply_op2_no_bwd(&w.transpose(0, 1)?.contiguous()?, &back)?)
-                } else {
-                    None
-                };
-                Ok((dx, Some(dw)))
-            }
-            Lowering::OutputColumns => {
-                let dz = grad.apply_op1_no_bwd(&Im2col { geometry: g.transposed() })?; // [N, O·k², H·W]
-                let dw = from_tap_rows(&batch_summed_outer(&dz, &x.reshape((n, c, h * wd))?)?, (o, c, k))?;
-                let dx = if input_needs_grad {
-                    Some(tap_rows(&w)?.t()?.broadcast_matmul(&dz)?.reshape((n, c, h, wd))?)
-                } else {
-                    None
-                };
-                Ok((dx, Some(dw)))
-            }
-        }
+        let dw = x.apply_op2_no_bwd(&grad, &WeightGradient { geometry: g })?;
+        let dx = if input_needs_grad {
+            // The adjoint of the convolution: dY convolved with the weight's channels swapped and its
+            // taps flipped, padded by k − 1 − p.
+            let back = ConvOp { geometry: g.transposed() };
+            Some(grad.apply_op2_no_bwd(&w.transpose(0, 1)?.contiguous()?, &back)?)
+        } else {
+            None
+        };
+        Ok((dx, Some(dw)))
     }
 }
 
@@ -301,12 +200,32 @@ mod tests {
     #[test]
     fn matches_candle_reference_convolution() {
         let x = sample(&[2, 8, 7, 5], -1.0, 1.0, 41).unwrap();
-        // 4 output channels from 8 take input columns, 2 take output columns.
+        // Same forward for every width (8 → 2 takes its weight gradient's columns from the output gradient).
         for o in [4, 2] {
             for (k, pad) in [(3, 1), (3, 0), (1, 0), (2, 1), (5, 2)] {
                 let w = sample(&[o, 8, k, k], -1.0, 1.0, 42).unwrap();
                 let d = max_diff(&conv2d(&x, &w, None, pad).unwrap(), &x.conv2d(&w, pad, 1, 1, 1).unwrap());
                 assert!(d < 1e-12, "o {o} k {k} pad {pad}: max diff {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn both_weight_gradients_match_the_direct_definition() {
+        let (n, c, h, w) = (2, 8, 7, 6);
+        let xs = direct::values(n * c * h * w, 60);
+        let x = Tensor::from_slice(&xs, (n, c, h, w), &candle_core::Device::Cpu).unwrap();
+        // 8 → 3 and 8 → 4: columns from the input; 8 → 2: from the output gradient.
+        for o in [3, 4, 2] {
+            for (k, pad) in [(3, 1), (3, 0), (1, 0), (2, 1), (5, 2)] {
+                let g = Geometry { k, pad, flipped: false };
+                let (ho, wo) = g.out_size(h, w);
+                let dys = direct::values(n * o * ho * wo, 61);
+                let dy = Tensor::from_slice(&dys, (n, o, ho, wo), &candle_core::Device::Cpu).unwrap();
+                let dw = x.apply_op2_no_bwd(&dy, &WeightGradient { geometry: g }).unwrap();
+                let (_, want, _) = direct::direct(&xs, (n, c, h, w), &vec![0.0; o * c * k * k], o, k, pad, &dys);
+                let d = direct::max_diff(&dw.flatten_all().unwrap().to_vec1::<f64>().unwrap(), &want);
+                assert!(d < 1e-12, "8 -> {o}, k {k} pad {pad}: weight gradient off by {d}");
             }
         }
     }
@@ -322,7 +241,8 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        // 2 → 4 channels: input columns; 8 → 2 channels: output columns (also with k 2, pad 1).
+        // The weight gradient's columns from the input (2 → 4) and from the output gradient (8 → 2,
+        // also with k 2, pad 1).
         for (c, o, k, pad) in [(2, 4, 3, 1), (8, 2, 3, 1), (8, 2, 2, 1), (8, 2, 3, 0)] {
             let x = sample(&[2, c, 5, 4], -1.0, 1.0, 46).unwrap();
             let w = sample(&[o, c, k, k], -1.0, 1.0, 47).unwrap();

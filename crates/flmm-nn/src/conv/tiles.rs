@@ -15,9 +15,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use gemm::{gemm, Parallelism};
+use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::product::{multiply, threaded, Strided};
 use super::Geometry;
 
 /// Most elements of one tile's columns (512 KiB in f32): the tile and the GEMM's packed copy of it stay
@@ -100,16 +101,9 @@ computed_in_f32!(half::f16);
 
 /// Writes the `k²` column rows of one `h × w` input plane for the output rows `rows` into `out`
 /// (`[k², rows.len()·wo]`, tap `(ky, kx)` at row `g.tap_row(ky, kx)`): the plane shifted by the tap,
-/// zero where the tap falls outside it, each element mapped by `convert`.
-pub(super) fn plane_columns<S: Copy, D: Copy>(
-    plane: &[S],
-    (h, w): (usize, usize),
-    g: Geometry,
-    rows: Range<usize>,
-    out: &mut [D],
-    zero: D,
-    convert: impl Fn(S) -> D,
-) {
+/// zero where the tap falls outside it, in the product type.
+fn plane_columns<T: TileElement>(plane: &[T], (h, w): (usize, usize), g: Geometry, rows: Range<usize>, out: &mut [T::Acc]) {
+    let zero = T::Acc::ZERO;
     let (_, wo) = g.out_size(h, w);
     let pixels = rows.len() * wo;
     for ky in 0..g.k {
@@ -127,7 +121,7 @@ pub(super) fn plane_columns<S: Copy, D: Copy>(
                 dst[..xs.start].fill(zero);
                 dst[xs.end..].fill(zero);
                 for (d, s) in dst[xs.clone()].iter_mut().zip(&plane[src..src + xs.len()]) {
-                    *d = convert(*s);
+                    *d = s.widen();
                 }
             }
         }
@@ -162,10 +156,8 @@ fn schedule(tiles: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if threads > 1 && tiles >= 2 * threads {
         (true, Parallelism::None)
-    } else if threads > 1 {
-        (false, Parallelism::Rayon(threads))
     } else {
-        (false, Parallelism::None)
+        (false, threaded())
     }
 }
 
@@ -192,7 +184,7 @@ fn tile_columns<T: TileElement>(x: &[T], (_, c, h, w): (usize, usize, usize, usi
     cols.resize(c * taps * pixels, T::Acc::ZERO);
     let sample = &x[b * c * h * w..(b + 1) * c * h * w];
     for (plane, out) in sample.chunks_exact(h * w).zip(cols.chunks_exact_mut(taps * pixels)) {
-        plane_columns(plane, (h, w), g, rows.clone(), out, T::Acc::ZERO, T::widen);
+        plane_columns(plane, (h, w), g, rows.clone(), out);
     }
     pixels
 }
@@ -209,28 +201,16 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
     let run = |cols: &mut Vec<T::Acc>, tile: &(usize, Range<usize>)| {
         let pixels = tile_columns(x, dims, g, tile, cols);
         let (b, rows) = tile;
-        // SAFETY: out[b, :, rows] is `o` rows of `pixels` elements, `plane_out` apart, inside `out`;
-        // `weight` is [o, depth] and `cols` [depth, pixels], both row-major.
+        // SAFETY: out[b, :, rows] is `o` rows of `pixels` elements, `plane_out` apart, inside `out`
+        // and written by this tile only; `weight` is [o, depth] and `cols` [depth, pixels], both
+        // row-major.
         unsafe {
-            gemm(
-                o,
-                pixels,
-                depth,
-                dst.at(b * o * plane_out + rows.start * wo),
-                1,
-                plane_out as isize,
+            multiply(
+                Strided::rows(dst.at(b * o * plane_out + rows.start * wo), plane_out),
                 false,
-                weight.as_ptr(),
-                1,
-                depth as isize,
-                cols.as_ptr(),
-                1,
-                pixels as isize,
-                T::Acc::ZERO,
-                T::Acc::ONE,
-                false,
-                false,
-                false,
+                Strided::rows(weight.as_ptr(), depth),
+                Strided::rows(cols.as_ptr(), pixels),
+                (o, pixels, depth),
                 parallelism,
             );
         }
@@ -260,25 +240,12 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
             // SAFETY: `sum` is [o, depth] row-major; dY's tile is `o` rows of `pixels`, `plane_out`
             // apart; colsᵀ reads `cols: [depth, pixels]` with swapped strides.
             unsafe {
-                gemm(
-                    o,
-                    depth,
-                    pixels,
-                    sum.as_mut_ptr(),
-                    1,
-                    depth as isize,
+                multiply(
+                    Strided::rows(sum.as_mut_ptr(), depth),
                     i > 0,
-                    dy.as_ptr().add(b * o * plane_out + rows.start * wo),
-                    1,
-                    plane_out as isize,
-                    cols.as_ptr(),
-                    pixels as isize,
-                    1,
-                    T::Acc::ONE,
-                    T::Acc::ONE,
-                    false,
-                    false,
-                    false,
+                    Strided::rows(dy.as_ptr().add(b * o * plane_out + rows.start * wo), plane_out),
+                    Strided::columns(cols.as_ptr(), pixels),
+                    (o, depth, pixels),
                     parallelism,
                 );
             }
@@ -303,49 +270,8 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
 
 #[cfg(test)]
 mod tests {
+    use super::super::direct::{direct, max_diff, values};
     use super::*;
-
-    /// Deterministic values in [-1, 1).
-    fn values(len: usize, seed: u64) -> Vec<f64> {
-        let mut rng = crate::rng::Rng::new(seed);
-        (0..len).map(|_| 2.0 * rng.uniform() - 1.0).collect()
-    }
-
-    /// Direct definitions: `y[b, o, oy, ox] = Σ w[o, c, ky, kx] · x[b, c, oy + ky − p, ox + kx − p]` and
-    /// its weight gradient for a given `dy`.
-    fn direct(x: &[f64], (n, c, h, w): (usize, usize, usize, usize), wt: &[f64], o: usize, k: usize, p: usize, dy: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (ho, wo) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
-        let mut y = vec![0.0; n * o * ho * wo];
-        let mut dw = vec![0.0; o * c * k * k];
-        for b in 0..n {
-            for oc in 0..o {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let out = ((b * o + oc) * ho + oy) * wo + ox;
-                        for ci in 0..c {
-                            for ky in 0..k {
-                                for kx in 0..k {
-                                    let (iy, ix) = ((oy + ky) as isize - p as isize, (ox + kx) as isize - p as isize);
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    let xi = ((b * c + ci) * h + iy as usize) * w + ix as usize;
-                                    let wi = ((oc * c + ci) * k + ky) * k + kx;
-                                    y[out] += wt[wi] * x[xi];
-                                    dw[wi] += dy[out] * x[xi];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        (y, dw)
-    }
-
-    fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
-    }
 
     #[test]
     fn every_tiling_matches_the_direct_definition() {
@@ -356,7 +282,7 @@ mod tests {
             let (ho, wo) = g.out_size(h, w);
             let wt = values(o * c * k * k, 2);
             let dy = values(n * o * ho * wo, 3);
-            let (want_y, want_dw) = direct(&x, (n, c, h, w), &wt, o, k, pad, &dy);
+            let (want_y, want_dw, _) = direct(&x, (n, c, h, w), &wt, o, k, pad, &dy);
             // One row per tile (many tiles and several gradient groups), two rows, one tile per sample.
             for (max_elements, min_pixels) in [(1, 1), (2 * c * k * k * wo, 1), (usize::MAX, 1)] {
                 let plan = TilePlan::new(n, (ho, wo), c * k * k, max_elements, min_pixels);
