@@ -131,7 +131,8 @@ fn run_lanes(lanes: &[Vec<Step>], logs: &Path, times: &mut Vec<StepTime>) -> any
 
 /// Writes the head config with the work directory's paths: `<work>/head.toml`.
 fn head_config(opts: &RegenerateOptions, w: &Path) -> anyhow::Result<PathBuf> {
-    let mut config = TrainConfig::load(&opts.head_config)?;
+    let mut config = TrainConfig::load(&opts.head_config)
+        .context("the head's training config: pass --config, or run flmm toy all in the repository root (the default is configs/toy.toml)")?;
     let crate::train::config::DataConfig::Flmm(data) = &mut config.data else {
         anyhow::bail!("{}: the toy head trains on data.kind = \"flmm\"", opts.head_config.display());
     };
@@ -167,6 +168,10 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let logs = w.join("logs");
     std::fs::create_dir_all(&logs)?;
     let ws = path_arg(&w);
+    // Both configs are written first: a missing or bad head config fails now, not after an hour of
+    // pretraining.
+    let head_toml = head_config(opts, &w)?;
+    let eval_toml = eval_config(&w)?;
     let started = Instant::now();
     let mut times = Vec::new();
 
@@ -184,8 +189,6 @@ pub fn regenerate(opts: &RegenerateOptions) -> anyhow::Result<Vec<StepTime>> {
     let sam = Step::new("pretrain-sam", &["toy", "pretrain-sam", "--work", &ws, "--quiet"], sam_path(&w)).resuming(super::sam_pretrain::run_dir(&w));
     run_lanes(&[vec![vision, vlm], vec![sam]], &logs, &mut times)?;
 
-    let head_toml = head_config(opts, &w)?;
-    let eval_toml = eval_config(&w)?;
     let before = std::fs::read(&weights)?;
     let head = |name: &'static str, dir: &str, model: &Path| {
         let out = w.join(dir);
