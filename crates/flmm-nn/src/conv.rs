@@ -1,17 +1,17 @@
 //! 2-D convolution built on matrix multiplication.
 //!
 //! candle's own `conv2d` is ~8× slower than PyTorch on CPU while its GEMM is fast, so a stride-1
-//! convolution is GEMMs plus a rearrangement: `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`, where row
-//! `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never built
-//! whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each tile at
-//! once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the same
-//! tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
+//! convolution is GEMMs plus a rearrangement: `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`,
+//! where row `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never
+//! built whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each
+//! tile at once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the
+//! same tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
 //! `k − 1 − p`), so no col2im is needed.
 //!
-//! The weight gradient of a layer that narrows 4× or more (`4·O ≤ C`, e.g. the U-Net's first layer, 1024 → 64)
-//! is built the other way round: `dWᵀ[C, O·k²] = X · cols(dY)ᵀ`, with the columns taken from the
-//! output gradient (padding `k − 1 − p`, taps flipped). Those have `O·k²` rows instead of `C·k²`, and
-//! both sides of the GEMM are wide.
+//! The weight gradient of a layer that narrows 4× or more (`4·O ≤ C`, e.g. the U-Net's first layer,
+//! 1024 → 64) is built the other way round: `dWᵀ[C, O·k²] = X · cols(dY)ᵀ`, with the columns taken
+//! from the output gradient (padding `k − 1 − p`, taps flipped). Those have `O·k²` rows instead of
+//! `C·k²`, and both sides of the GEMM are wide.
 //!
 //! On CPU this is one custom op with its own backward, which skips the input gradient when the input
 //! needs none (e.g. the frozen attention fed to the first layer). On other devices candle's
