@@ -34,7 +34,7 @@ fn torch_seconds() -> Option<f64> {
 }
 
 fn main() {
-    flmm_nn::threads::limit_worker_spinning();
+    flmm_nn::runtime::tune_process();
     let sam = random_vit_b();
     let x = Tensor::randn(0f32, 1.0, (1, 3, 1024, 1024), &Device::Cpu).unwrap();
     sam.image_encoder.forward(&x).unwrap(); // warm-up

@@ -50,7 +50,7 @@ fn torch_seconds() -> Option<Vec<f64>> {
 }
 
 fn main() {
-    flmm_nn::threads::limit_worker_spinning();
+    flmm_nn::runtime::tune_process();
     println!(
         "U-Net head forward+backward, batch 1, 24x24 -> 64x64, median of {ITERS} per round, {ROUNDS} rounds (CPU, {} threads)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

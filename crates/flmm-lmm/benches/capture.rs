@@ -99,7 +99,7 @@ fn random_weights(c: &TextConfig, dir: &std::path::Path) -> anyhow::Result<std::
 }
 
 fn main() -> anyhow::Result<()> {
-    flmm_nn::threads::limit_worker_spinning();
+    flmm_nn::runtime::tune_process();
     let c = config();
     let tmp = tempfile::tempdir()?;
     let file = random_weights(&c, tmp.path())?;

@@ -24,7 +24,7 @@ const LAYERS: [(usize, usize, usize, bool); 11] = [
 ];
 
 fn main() {
-    flmm_nn::threads::limit_worker_spinning();
+    flmm_nn::runtime::tune_process();
     println!("conv2d 3x3 pad 1, batch 1, median of {ITERS} (CPU)");
     for (ci, co, side, input_grad) in LAYERS {
         let x = Tensor::rand(0f32, 1f32, (1, ci, side, side), &Device::Cpu).unwrap();

@@ -1,17 +1,20 @@
 //! 2-D convolution built on matrix multiplication.
 //!
 //! candle's own `conv2d` is ~8× slower than PyTorch on CPU while its GEMM is fast, so a stride-1
-//! convolution is GEMMs plus a rearrangement: `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`,
-//! where row `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap (im2col). `cols` is never
-//! built whole: [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each
-//! tile at once. The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the
-//! same tiled convolution of `dY` with the weight's channels swapped and its taps flipped (padding
-//! `k − 1 − p`), so no col2im is needed.
+//! convolution is GEMMs plus a rearrangement, in one of two lowerings:
 //!
-//! The weight gradient of a layer that narrows 4× or more (`4·O ≤ C`, e.g. the U-Net's first layer,
-//! 1024 → 64) is built the other way round: `dWᵀ[C, O·k²] = X · cols(dY)ᵀ`, with the columns taken
-//! from the output gradient (padding `k − 1 − p`, taps flipped). Those have `O·k²` rows instead of
-//! `C·k²`, and both sides of the GEMM are wide.
+//! - 3×3 kernels with padding 1 on images of at least 16×16 outputs (every 3×3 layer of the U-Net
+//!   head above its 8×8 stage) use Winograd's F(2×2, 3×3) ([`winograd`]): 16 GEMMs over transformed
+//!   tiles with 2.25× fewer multiplications. The weight gradient needs 32×32 outputs to gain.
+//! - Everything else uses im2col: `out[O, Ho·Wo] = W[O, C·k²] · cols[C·k², Ho·Wo]`, where row
+//!   `(c, ky, kx)` of `cols` is input plane `c` shifted by the tap. `cols` is never built whole:
+//!   [`tiles`] builds it a cache-sized tile of output rows at a time and multiplies each tile at once.
+//!   The weight gradient is `dY · colsᵀ`, tile by tile again; the input gradient is the same tiled
+//!   convolution of `dY` with the weight's channels swapped and its taps flipped (padding
+//!   `k − 1 − p`), so no col2im is needed. The weight gradient of a layer that narrows 4× or more
+//!   (`4·O ≤ C`) is built the other way round: `dWᵀ[C, O·k²] = X · cols(dY)ᵀ`, with the columns
+//!   taken from the output gradient (padding `k − 1 − p`, taps flipped), so both sides of the GEMM
+//!   are wide.
 //!
 //! On CPU this is one custom op with its own backward, which skips the input gradient when the input
 //! needs none (e.g. the frozen attention fed to the first layer). On other devices candle's
@@ -20,13 +23,17 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use crate::fused::slice;
 
 #[cfg(test)]
 mod direct;
 mod product;
 mod tiles;
+mod winograd;
 use tiles::{TileElement, TilePlan};
+use winograd::KernelView;
 
 /// Stride-1 `Conv2d` with square kernel `w: [O, C, k, k]`, zero `padding` on each side, optional `bias: [O]`.
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, padding: usize) -> Result<Tensor> {
@@ -115,9 +122,63 @@ fn conv_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l
     let (o, _, _, _) = l2.shape().dims4()?;
     let (ho, wo) = g.out_size(h, w);
     let (x, weight) = (slice::<T>(s1, l1)?, T::widen_slice(slice::<T>(s2, l2)?));
-    let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
-    let values = tiles::convolve(x, (n, c, h, w), &weight, o, g, &plan);
+    let values = if winograd::applies(g, (h, w)) {
+        winograd::convolve(x, (n, c, h, w), &weight, KernelView::forward(o, c, g))
+    } else {
+        let plan = TilePlan::for_conv(n, (ho, wo), c * g.k * g.k);
+        tiles::convolve(x, (n, c, h, w), &weight, o, g, &plan)
+    };
     Ok((T::to_cpu_storage_owned(T::narrow_vec(values)), Shape::from((n, o, ho, wo))))
+}
+
+/// A convolution's input gradient as a forward-only op on `(dy, w)`: the adjoint of the convolution,
+/// `dY` convolved with the weight's channels swapped and its taps flipped, padded by `k − 1 − p`.
+struct InputGradient {
+    geometry: Geometry,
+}
+
+fn input_gradient_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, op: &InputGradient) -> Result<(CpuStorage, Shape)> {
+    let g = op.geometry;
+    let (n, o, ho, wo) = l1.shape().dims4()?;
+    let (_, c, k, _) = l2.shape().dims4()?;
+    let back = g.transposed();
+    let (h, w) = back.out_size(ho, wo);
+    let (dy, weight) = (slice::<T>(s1, l1)?, T::widen_slice(slice::<T>(s2, l2)?));
+    let values = if winograd::applies(back, (ho, wo)) {
+        winograd::convolve(dy, (n, o, ho, wo), &weight, KernelView::input_gradient(o, c, g))
+    } else {
+        let swapped = swap_channels(&weight, o, c, k * k);
+        let plan = TilePlan::for_conv(n, (h, w), o * k * k);
+        tiles::convolve(dy, (n, o, ho, wo), &swapped, c, back, &plan)
+    };
+    Ok((T::to_cpu_storage_owned(T::narrow_vec(values)), Shape::from((n, c, h, w))))
+}
+
+/// A weight `[O, C, taps]` with its channels swapped: `[C, O, taps]`. Blocks of output rows are
+/// filled side by side, each from contiguous runs of the source.
+fn swap_channels<A: Copy + Send + Sync>(weight: &[A], o: usize, c: usize, taps: usize) -> Vec<A> {
+    const ROWS: usize = 16;
+    let mut out = weight.to_vec();
+    out.par_chunks_mut(ROWS * o * taps).enumerate().for_each(|(block, rows)| {
+        let first = block * ROWS;
+        let count = rows.len() / (o * taps);
+        for oi in 0..o {
+            let src = &weight[(oi * c + first) * taps..][..count * taps];
+            for (r, kernel) in src.chunks_exact(taps).enumerate() {
+                rows[(r * o + oi) * taps..][..taps].copy_from_slice(kernel);
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for InputGradient {
+    fn name(&self) -> &'static str {
+        "flmm-conv2d-input-gradient"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch_float!(s1, input_gradient_storage, s1, l1, s2, l2, self)
+    }
 }
 
 /// A convolution's weight gradient as a forward-only op on `(x, dy)`.
@@ -137,7 +198,9 @@ fn weight_gradient_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &Cp
     let (_, o, ho, wo) = l2.shape().dims4()?;
     let (x, dy) = (slice::<T>(s1, l1)?, slice::<T>(s2, l2)?);
     let taps = g.k * g.k;
-    let dw = if narrows(c, o) {
+    let dw = if winograd::applies_to_weight_gradient(g, (h, w)) {
+        winograd::weight_gradient(x, (n, c, h, w), &T::widen_slice(dy), o, g)
+    } else if narrows(c, o) {
         // dWᵀ[c, o·k² + t] = Σ x[c, ·] · dY shifted by tap t of the transposed geometry (module docs).
         let plan = TilePlan::for_conv(n, (h, w), o * taps);
         let transposed = tiles::weight_gradient(dy, (n, o, ho, wo), &T::widen_slice(x), c, g.transposed(), &plan);
@@ -176,14 +239,7 @@ impl CustomOp2 for ConvOp {
         // trainer's gradient accumulation would chain those graphs from step to step.
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
         let dw = x.apply_op2_no_bwd(&grad, &WeightGradient { geometry: g })?;
-        let dx = if input_needs_grad {
-            // The adjoint of the convolution: dY convolved with the weight's channels swapped and its
-            // taps flipped, padded by k − 1 − p.
-            let back = ConvOp { geometry: g.transposed() };
-            Some(grad.apply_op2_no_bwd(&w.transpose(0, 1)?.contiguous()?, &back)?)
-        } else {
-            None
-        };
+        let dx = if input_needs_grad { Some(grad.apply_op2_no_bwd(&w.contiguous()?, &InputGradient { geometry: g })?) } else { None };
         Ok((dx, Some(dw)))
     }
 }
@@ -227,6 +283,25 @@ mod tests {
                 let d = direct::max_diff(&dw.flatten_all().unwrap().to_vec1::<f64>().unwrap(), &want);
                 assert!(d < 1e-12, "8 -> {o}, k {k} pad {pad}: weight gradient off by {d}");
             }
+        }
+    }
+
+    #[test]
+    fn winograd_sizes_match_candle_and_finite_differences() {
+        // 32×30 outputs (16 × 15 = 240 tiles, 20×18: 90): the first takes every pass by Winograd, the
+        // second its forward and input gradient by Winograd and its weight gradient by im2col.
+        let g = Geometry { k: 3, pad: 1, flipped: false };
+        assert!(winograd::applies(g, (32, 30)) && winograd::applies_to_weight_gradient(g, (32, 32)));
+        assert!(winograd::applies(g, (20, 18)) && !winograd::applies_to_weight_gradient(g, (20, 18)));
+        for (h, w) in [(32, 32), (20, 18)] {
+            let x = sample(&[2, 5, h, w], -1.0, 1.0, 54).unwrap();
+            let wt = sample(&[3, 5, 3, 3], -1.0, 1.0, 55).unwrap();
+            let d = max_diff(&conv2d(&x, &wt, None, 1).unwrap(), &x.conv2d(&wt, 1, 1, 1, 1).unwrap());
+            assert!(d < 1e-12, "{h}x{w}: output off by {d}");
+            // The weighted sum runs over 6 000 outputs, so central differences with step 1e-6 carry
+            // ~1e-8 of rounding; a wrong tap or tile would be off by O(1).
+            let r = check(|t| weighted_sum(&conv2d(&t[0], &t[1], None, 1)?, 56), &[x, wt], 1e-6, 30).unwrap();
+            assert!(r.max_error < 1e-6, "{h}x{w}: {r:?}");
         }
     }
 

@@ -22,7 +22,7 @@ pub mod patch_conv;
 pub mod pool;
 pub mod resize;
 pub mod rng;
+pub mod runtime;
 pub mod softmax;
-pub mod threads;
 
 pub use candle_core::{DType, Device, Result, Tensor, Var};

@@ -247,7 +247,7 @@ enum DataAction {
 }
 
 fn main() -> ExitCode {
-    flmm_nn::threads::limit_worker_spinning();
+    flmm_nn::runtime::tune_process();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     match run(cli.command) {

@@ -13,7 +13,7 @@
 //! as candle widens bf16 for its own matmul.
 
 use std::borrow::Cow;
-use std::ops::Range;
+use std::ops::{Add, Mul, Range, Sub};
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -33,18 +33,21 @@ pub(super) const MIN_TILE_PIXELS: usize = 128;
 const WEIGHT_GRADIENT_GROUPS: usize = 4;
 
 /// The type a product is computed in: f32 or f64.
-pub(super) trait Accumulator: Copy + Send + Sync + 'static + std::ops::Add<Output = Self> {
+pub(super) trait Accumulator: Copy + Send + Sync + 'static + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> {
     const ZERO: Self;
+    const HALF: Self;
     const ONE: Self;
 }
 
 impl Accumulator for f32 {
     const ZERO: f32 = 0.0;
+    const HALF: f32 = 0.5;
     const ONE: f32 = 1.0;
 }
 
 impl Accumulator for f64 {
     const ZERO: f64 = 0.0;
+    const HALF: f64 = 0.5;
     const ONE: f64 = 1.0;
 }
 
@@ -148,11 +151,16 @@ impl TilePlan {
     pub(super) fn for_conv(n: usize, out: (usize, usize), depth: usize) -> Self {
         Self::new(n, out, depth, TILE_ELEMENTS, MIN_TILE_PIXELS)
     }
+
+    /// The tiles: `(sample, rows)` in order.
+    pub(super) fn tiles(&self) -> &[(usize, Range<usize>)] {
+        &self.tiles
+    }
 }
 
 /// Whether tiles run side by side (each with a one-thread GEMM) or one after another with the GEMM
 /// threaded. The arithmetic is the same either way: the GEMM splits its output, not its sums.
-fn schedule(tiles: usize) -> (bool, Parallelism) {
+pub(super) fn schedule(tiles: usize) -> (bool, Parallelism) {
     let threads = rayon::current_num_threads();
     if threads > 1 && tiles >= 2 * threads {
         (true, Parallelism::None)
@@ -161,16 +169,30 @@ fn schedule(tiles: usize) -> (bool, Parallelism) {
     }
 }
 
-/// A pointer into the output that every tile writes its own disjoint part of.
+/// A pointer into a buffer that every task of a call writes its own disjoint part of.
 #[derive(Clone, Copy)]
-struct SharedOut<A>(*mut A);
-// SAFETY: the tiles of one call write disjoint pixel ranges of the buffer, which outlives the call.
+pub(super) struct SharedOut<A>(pub(super) *mut A);
+// SAFETY: the tasks of one call write disjoint parts of the buffer, which outlives the call.
 unsafe impl<A> Send for SharedOut<A> {}
 unsafe impl<A> Sync for SharedOut<A> {}
 
 impl<A> SharedOut<A> {
     /// The pointer (a method, so that closures capture the whole `Sync` wrapper, not its field).
-    fn at(self, offset: usize) -> *mut A {
+    pub(super) fn at(self, offset: usize) -> *mut A {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// A pointer into a buffer that the tasks of a call only read.
+#[derive(Clone, Copy)]
+pub(super) struct SharedIn<A>(pub(super) *const A);
+// SAFETY: nothing writes the buffer during the call, and it outlives the call.
+unsafe impl<A> Send for SharedIn<A> {}
+unsafe impl<A> Sync for SharedIn<A> {}
+
+impl<A> SharedIn<A> {
+    /// The pointer (a method, so that closures capture the whole `Sync` wrapper, not its field).
+    pub(super) fn at(self, offset: usize) -> *const A {
         self.0.wrapping_add(offset)
     }
 }
