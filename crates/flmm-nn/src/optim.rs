@@ -5,6 +5,9 @@
 use candle_core::{DType, Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+mod in_place;
+use in_place::StepScalars;
+
 /// AdamW hyper-parameters (PyTorch defaults except the F-LMM weight decay).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -51,27 +54,46 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr` (the schedule's value) and the given gradients
-    /// (`None` = the parameter got no gradient and is left alone, as PyTorch does).
+    /// (`None` = the parameter got no gradient and is left alone, as PyTorch does). On the CPU in f32 the
+    /// moments and parameters are updated in place ([`in_place`]); elsewhere by composed tensor ops with
+    /// the same arithmetic.
     pub fn step(&mut self, params: &[Var], grads: &[Option<Tensor>], lr: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
-        let bias1 = 1.0 - c.beta1.powi(t);
-        let bias2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
+        let scalars = StepScalars {
+            beta1: c.beta1,
+            beta2: c.beta2,
+            inv_bias2_sqrt: 1.0 / (1.0 - c.beta2.powi(t)).sqrt(),
+            eps: c.eps,
+            decay: 1.0 - lr * c.weight_decay,
+            step_size: lr / (1.0 - c.beta1.powi(t)),
+        };
         for (i, (p, g)) in params.iter().zip(grads).enumerate() {
             let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
-            let m = ((&self.exp_avg[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-            let v = ((&self.exp_avg_sq[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-            let denom = ((v.sqrt()? / bias2_sqrt)? + c.eps)?;
-            let decayed = (p.as_tensor() * (1.0 - lr * c.weight_decay))?;
-            let update = (m.div(&denom)? * (lr / bias1))?;
-            p.set(&(decayed - update)?)?;
-            self.exp_avg[i] = m;
-            self.exp_avg_sq[i] = v;
+            let (m, v) = (&self.exp_avg[i], &self.exp_avg_sq[i]);
+            if in_place::applies(&[p.as_tensor(), m, v, &g]) {
+                in_place::adamw(p.as_tensor(), m, v, &g, scalars)?;
+            } else {
+                let (m, v) = composed_step(p, m, v, &g, scalars)?;
+                self.exp_avg[i] = m;
+                self.exp_avg_sq[i] = v;
+            }
         }
         Ok(())
     }
+}
+
+/// The AdamW update from candle ops: sets `p` and returns the new moments.
+fn composed_step(p: &Var, m: &Tensor, v: &Tensor, g: &Tensor, s: StepScalars) -> Result<(Tensor, Tensor)> {
+    let m = ((m * s.beta1)? + (g * (1.0 - s.beta1))?)?;
+    let v = ((v * s.beta2)? + (g.sqr()? * (1.0 - s.beta2))?)?;
+    let denom = ((v.sqrt()? * s.inv_bias2_sqrt)? + s.eps)?;
+    let decayed = (p.as_tensor() * s.decay)?;
+    let update = (m.div(&denom)? * s.step_size)?;
+    p.set(&(decayed - update)?)?;
+    Ok((m, v))
 }
 
 /// F-LMM's schedule: linear warm-up from `start_factor` over the first `warmup_fraction` of the
@@ -113,7 +135,10 @@ impl Schedule {
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
     let mut sq = 0f64;
     for g in grads.iter().flatten() {
-        sq += g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        sq += match in_place::sum_of_squares(g) {
+            Some(sum) => sum,
+            None => g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?,
+        };
     }
     let norm = sq.sqrt();
     let coef = max_norm / (norm + 1e-6);
@@ -142,6 +167,47 @@ mod tests {
         for (a, b) in v.iter().zip(expected) {
             assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn in_place_update_gives_the_bits_of_the_composed_one() {
+        let values = |seed, scale: f64| -> Tensor {
+            let t = crate::gradcheck::sample(&[3, 70_001], -scale, scale, seed).unwrap();
+            t.to_dtype(DType::F32).unwrap()
+        };
+        let (fast, slow) = (Var::from_tensor(&values(1, 1.0)).unwrap(), Var::from_tensor(&values(1, 1.0)).unwrap());
+        let zeros = || fast.as_tensor().zeros_like().unwrap();
+        let (fast_m, fast_v) = (zeros(), zeros());
+        let (mut slow_m, mut slow_v) = (zeros(), zeros());
+        for t in 1..=4 {
+            // Gradients over several orders of magnitude, and a large learning rate with decay.
+            let g = (values(10 + t, 1.0) * 10f64.powi(t as i32 - 3)).unwrap();
+            let s = StepScalars {
+                beta1: 0.9,
+                beta2: 0.999,
+                inv_bias2_sqrt: 1.0 / (1.0 - 0.999f64.powi(t as i32)).sqrt(),
+                eps: 1e-8,
+                decay: 1.0 - 0.3 * 0.01,
+                step_size: 0.3 / (1.0 - 0.9f64.powi(t as i32)),
+            };
+            assert!(in_place::applies(&[fast.as_tensor(), &fast_m, &fast_v, &g]));
+            in_place::adamw(fast.as_tensor(), &fast_m, &fast_v, &g, s).unwrap();
+            (slow_m, slow_v) = composed_step(&slow, &slow_m, &slow_v, &g, s).unwrap();
+            for (a, b, what) in [(fast.as_tensor(), slow.as_tensor(), "parameter"), (&fast_m, &slow_m, "first moment"), (&fast_v, &slow_v, "second moment")] {
+                let (a, b) = (a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "step {t}: {what} differs");
+            }
+        }
+    }
+
+    #[test]
+    fn gradient_norm_of_f32_tensors_matches_the_f64_sum() {
+        let g = crate::gradcheck::sample(&[5, 40_000], -2.0, 2.0, 3).unwrap();
+        let want = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+        let got = in_place::sum_of_squares(&g.to_dtype(DType::F32).unwrap()).unwrap();
+        // The f32 copy rounds each value by ≤ 2⁻²⁴ relative.
+        assert!((got - want).abs() / want < 1e-7, "{got} vs {want}");
+        assert!(in_place::sum_of_squares(&g).is_none(), "f64 tensors take the composed path");
     }
 
     #[test]
