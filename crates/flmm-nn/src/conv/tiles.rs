@@ -54,7 +54,7 @@ impl Accumulator for f64 {
 /// A tensor element type the kernels read, and the type its products are computed in.
 pub(super) trait TileElement: candle_core::WithDType {
     /// f64 for f64, f32 for every other type.
-    type Acc: Accumulator;
+    type Acc: Accumulator + TileElement<Acc = Self::Acc>;
     /// One element in the product type.
     fn widen(self) -> Self::Acc;
     /// A slice in the product type, borrowed when it already is.
@@ -284,7 +284,7 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
     let mut total = sums.next().unwrap_or_else(|| vec![T::Acc::ZERO; o * depth]);
     for sum in sums {
         for (t, s) in total.iter_mut().zip(sum) {
-            *t = *t + s;
+            *t += s;
         }
     }
     total

@@ -193,98 +193,74 @@ fn plan(n: usize, out: (usize, usize), depth: usize) -> Vec<Block> {
     TilePlan::new(n, (th, tw), depth, BLOCK_ELEMENTS, MIN_BLOCK_TILES).tiles().iter().map(|(b, rows)| Block { sample: *b, rows: rows.clone(), tw }).collect()
 }
 
-/// Row `y` of a plane (zeros outside `0..h`) with one zero column on the left, `len` values in all.
-fn padded_row<T: TileElement>(plane: &[T], (h, w): (usize, usize), y: isize, out: &mut [T::Acc]) {
-    out.fill(T::Acc::ZERO);
-    if (0..h as isize).contains(&y) {
-        let src = &plane[y as usize * w..(y as usize + 1) * w];
-        for (d, s) in out[1..].iter_mut().zip(src) {
-            *d = s.widen();
-        }
+/// A 1-D rule of a separable tile transform: the 4 transformed values from the `TAPS` values of one
+/// row or column of a tile's patch, which starts `PAD` pixels before the tile.
+trait TileRule<A: Accumulator> {
+    const TAPS: usize;
+    const PAD: usize;
+    fn apply(d: &[A]) -> [A; 4];
+}
+
+/// `Bᵀ d`: the input patch (4 values from one pixel before the 2×2 tile).
+struct InputRule;
+
+impl<A: Accumulator> TileRule<A> for InputRule {
+    const TAPS: usize = 4;
+    const PAD: usize = 1;
+    fn apply(d: &[A]) -> [A; 4] {
+        [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]]
     }
 }
 
-/// `Bᵀ d B` of every tile of `block` in one `h × w` input plane, into `out: [16][tiles]`.
-fn transform_input_plane<T: TileElement>(plane: &[T], dims: (usize, usize), block: &Block, out: &mut [T::Acc], scratch: &mut Vec<T::Acc>) {
+/// `A dY`: the output gradient's 2×2 tile itself.
+struct GradientRule;
+
+impl<A: Accumulator> TileRule<A> for GradientRule {
+    const TAPS: usize = 2;
+    const PAD: usize = 0;
+    fn apply(d: &[A]) -> [A; 4] {
+        [d[0], d[0] + d[1], d[0] - d[1], A::ZERO - d[1]]
+    }
+}
+
+/// `R d Rᵀ` for rule `R` of every tile of `block` in one `h × w` plane, into `out: [16][tiles]`
+/// (position `4·k + l`: rule output `k` along the rows, `l` along the columns). Pixels outside the
+/// plane read as zero.
+fn transform_plane<T: TileElement, R: TileRule<T::Acc>>(plane: &[T], (h, w): (usize, usize), block: &Block, out: &mut [T::Acc], scratch: &mut Vec<T::Acc>) {
+    let zero = T::Acc::ZERO;
     let tiles = block.tiles();
-    let width = 2 * block.tw + 2;
-    scratch.resize(8 * width, T::Acc::ZERO);
-    let (rows, combined) = scratch.split_at_mut(4 * width);
+    // Padded rows: column x holds pixel x − PAD.
+    let width = 2 * block.tw + R::TAPS - 2;
+    scratch.resize((R::TAPS + 4) * width, zero);
+    let (rows, combined) = scratch.split_at_mut(R::TAPS * width);
     for (i, a) in block.rows.clone().enumerate() {
         for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-            padded_row(plane, dims, 2 * a as isize - 1 + r as isize, row);
-        }
-        let (r0, rest) = rows.split_at(width);
-        let (r1, rest) = rest.split_at(width);
-        let (r2, r3) = rest.split_at(width);
-        // Bᵀ over the patch's rows: e0 = r0 − r2, e1 = r1 + r2, e2 = r2 − r1, e3 = r1 − r3.
-        for (j, e) in combined.chunks_exact_mut(width).enumerate() {
-            for x in 0..width {
-                e[x] = match j {
-                    0 => r0[x] - r2[x],
-                    1 => r1[x] + r2[x],
-                    2 => r2[x] - r1[x],
-                    _ => r1[x] - r3[x],
-                };
-            }
-        }
-        // B over each tile's columns 2b .. 2b + 3.
-        for (k, e) in combined.chunks_exact(width).enumerate() {
-            let base = i * block.tw;
-            for l in 0..4 {
-                let dst = &mut out[(4 * k + l) * tiles + base..][..block.tw];
-                for (b, d) in dst.iter_mut().enumerate() {
-                    let x = 2 * b;
-                    *d = match l {
-                        0 => e[x] - e[x + 2],
-                        1 => e[x + 1] + e[x + 2],
-                        2 => e[x + 2] - e[x + 1],
-                        _ => e[x + 1] - e[x + 3],
-                    };
+            row.fill(zero);
+            let y = (2 * a + r) as isize - R::PAD as isize;
+            if (0..h as isize).contains(&y) {
+                let src = &plane[y as usize * w..][..w];
+                let dst = &mut row[R::PAD..];
+                let n = dst.len().min(w);
+                for (d, s) in dst[..n].iter_mut().zip(src) {
+                    *d = s.widen();
                 }
             }
         }
-    }
-}
-
-/// `A dY Aᵀ` of every tile of `block` in one `ho × wo` output-gradient plane, into `out: [16][tiles]`.
-fn transform_gradient_plane<A: Accumulator>(plane: &[A], (ho, wo): (usize, usize), block: &Block, out: &mut [A], scratch: &mut Vec<A>) {
-    let tiles = block.tiles();
-    let width = 2 * block.tw;
-    scratch.resize(6 * width, A::ZERO);
-    let (rows, combined) = scratch.split_at_mut(2 * width);
-    for (i, a) in block.rows.clone().enumerate() {
-        for (r, row) in rows.chunks_exact_mut(width).enumerate() {
-            row.fill(A::ZERO);
-            let y = 2 * a + r;
-            if y < ho {
-                row[..wo].copy_from_slice(&plane[y * wo..(y + 1) * wo]);
+        // The rule down each column of the patch rows, then along each tile's columns.
+        for x in 0..width {
+            let mut column = [zero; 4];
+            for (r, v) in column.iter_mut().take(R::TAPS).enumerate() {
+                *v = rows[r * width + x];
+            }
+            for (k, v) in R::apply(&column).into_iter().enumerate() {
+                combined[k * width + x] = v;
             }
         }
-        let (r0, r1) = rows.split_at(width);
-        // A over the tile's two rows: q0 = r0, q1 = r0 + r1, q2 = r0 − r1, q3 = −r1.
-        for (j, q) in combined.chunks_exact_mut(width).enumerate() {
-            for x in 0..width {
-                q[x] = match j {
-                    0 => r0[x],
-                    1 => r0[x] + r1[x],
-                    2 => r0[x] - r1[x],
-                    _ => A::ZERO - r1[x],
-                };
-            }
-        }
-        for (k, q) in combined.chunks_exact(width).enumerate() {
-            let base = i * block.tw;
-            for l in 0..4 {
-                let dst = &mut out[(4 * k + l) * tiles + base..][..block.tw];
-                for (b, d) in dst.iter_mut().enumerate() {
-                    let x = 2 * b;
-                    *d = match l {
-                        0 => q[x],
-                        1 => q[x] + q[x + 1],
-                        2 => q[x] - q[x + 1],
-                        _ => A::ZERO - q[x + 1],
-                    };
+        let base = i * block.tw;
+        for (k, e) in combined.chunks_exact(width).enumerate() {
+            for b in 0..block.tw {
+                for (l, v) in R::apply(&e[2 * b..2 * b + R::TAPS]).into_iter().enumerate() {
+                    out[(4 * k + l) * tiles + base + b] = v;
                 }
             }
         }
@@ -373,7 +349,7 @@ impl<A: Accumulator> Buffers<A> {
         self.input.resize(c * size, A::ZERO);
         self.other.resize(o * size, A::ZERO);
         let sample = &x[block.sample * c * h * w..][..c * h * w];
-        each_plane(&mut self.input, size, sample, h * w, parallel, |out, plane, scratch| transform_input_plane(plane, (h, w), block, out, scratch));
+        each_plane(&mut self.input, size, sample, h * w, parallel, |out, plane, scratch| transform_plane::<T, InputRule>(plane, (h, w), block, out, scratch));
     }
 }
 
@@ -442,12 +418,12 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
     for b in 0..n {
         let whole = Block { sample: b, rows: 0..th, tw };
         let planes = &dy[b * o * h * w..][..o * h * w];
-        each_plane(&mut yhat, stride, planes, h * w, true, |out, plane, scratch| transform_gradient_plane(plane, (h, w), &whole, out, scratch));
+        each_plane(&mut yhat, stride, planes, h * w, true, |out, plane, scratch| transform_plane::<T::Acc, GradientRule>(plane, (h, w), &whole, out, scratch));
         let (yh, dst) = (SharedIn(yhat.as_ptr()), SharedOut(sums.as_mut_ptr()));
         let run = |v: &mut Vec<T::Acc>, channels: &Range<usize>| {
             v.resize(channels.len() * stride, T::Acc::ZERO);
             let planes = &x[(b * c + channels.start) * h * w..][..channels.len() * h * w];
-            each_plane(v, stride, planes, h * w, inner, |out, plane, scratch| transform_input_plane(plane, (h, w), &whole, out, scratch));
+            each_plane(v, stride, planes, h * w, inner, |out, plane, scratch| transform_plane::<T, InputRule>(plane, (h, w), &whole, out, scratch));
             let v = SharedIn(v.as_ptr());
             each_position(inner, |p| {
                 // SAFETY: P[·][p][channels] ([o, channels], rows chunk_len(c) apart) is written by this block and
