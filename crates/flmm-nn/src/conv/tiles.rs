@@ -169,29 +169,24 @@ pub(super) fn schedule(tiles: usize) -> (bool, Parallelism) {
     }
 }
 
-/// A pointer into a buffer that every task of a call writes its own disjoint part of.
+/// A raw pointer into a buffer that the tasks of one call share: `*mut` where each task writes its own
+/// disjoint part, `*const` where they only read.
 #[derive(Clone, Copy)]
-pub(super) struct SharedOut<A>(pub(super) *mut A);
-// SAFETY: the tasks of one call write disjoint parts of the buffer, which outlives the call.
-unsafe impl<A> Send for SharedOut<A> {}
-unsafe impl<A> Sync for SharedOut<A> {}
+pub(super) struct Shared<P>(pub(super) P);
+// SAFETY: the tasks of one call write disjoint parts of the buffer (or only read it), and the buffer
+// outlives the call.
+unsafe impl<P> Send for Shared<P> {}
+unsafe impl<P> Sync for Shared<P> {}
 
-impl<A> SharedOut<A> {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper, not its field).
+impl<A> Shared<*mut A> {
+    /// The pointer at `offset` (a method, so that closures capture the whole `Sync` wrapper).
     pub(super) fn at(self, offset: usize) -> *mut A {
         self.0.wrapping_add(offset)
     }
 }
 
-/// A pointer into a buffer that the tasks of a call only read.
-#[derive(Clone, Copy)]
-pub(super) struct SharedIn<A>(pub(super) *const A);
-// SAFETY: nothing writes the buffer during the call, and it outlives the call.
-unsafe impl<A> Send for SharedIn<A> {}
-unsafe impl<A> Sync for SharedIn<A> {}
-
-impl<A> SharedIn<A> {
-    /// The pointer (a method, so that closures capture the whole `Sync` wrapper, not its field).
+impl<A> Shared<*const A> {
+    /// The pointer at `offset` (a method, so that closures capture the whole `Sync` wrapper).
     pub(super) fn at(self, offset: usize) -> *const A {
         self.0.wrapping_add(offset)
     }
@@ -218,7 +213,7 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
     let (ho, wo) = g.out_size(h, w);
     let (depth, plane_out) = (c * g.k * g.k, ho * wo);
     let mut out = vec![T::Acc::ZERO; n * o * plane_out];
-    let dst = SharedOut(out.as_mut_ptr());
+    let dst = Shared(out.as_mut_ptr());
     let (side_by_side, parallelism) = schedule(plan.tiles.len());
     let run = |cols: &mut Vec<T::Acc>, tile: &(usize, Range<usize>)| {
         let pixels = tile_columns(x, dims, g, tile, cols);

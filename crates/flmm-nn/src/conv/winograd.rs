@@ -28,7 +28,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::product::{multiply, Strided};
-use super::tiles::{schedule, Accumulator, SharedIn, SharedOut, TileElement, TilePlan};
+use super::tiles::{schedule, Accumulator, Shared, TileElement, TilePlan};
 use super::Geometry;
 
 /// Positions of a transformed 4×4 tile.
@@ -274,7 +274,7 @@ fn transform_plane<T: TileElement, R: TileRule<T::Acc>>(plane: &[T], (h, w): (us
 ///
 /// # Safety
 /// `plane` must point to a live `ho × wo` buffer whose rows of this block nothing else touches.
-unsafe fn untransform_output_plane<A: Accumulator>(m: &[A], (ho, wo): (usize, usize), block: &Block, plane: SharedOut<A>) {
+unsafe fn untransform_output_plane<A: Accumulator>(m: &[A], (ho, wo): (usize, usize), block: &Block, plane: Shared<*mut A>) {
     let tiles = block.tiles();
     let at = |p: usize, t: usize| m[p * tiles + t];
     for (i, a) in block.rows.clone().enumerate() {
@@ -362,15 +362,15 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
     let o = view.outs;
     let u = transform_weights(weight, view);
     let mut out = vec![T::Acc::ZERO; n * o * h * w];
-    let dst = SharedOut(out.as_mut_ptr());
+    let dst = Shared(out.as_mut_ptr());
     let blocks = plan(n, (h, w), POSITIONS * (c + o));
     let (side_by_side, _) = schedule(blocks.len());
     let inner = !side_by_side;
-    let u = SharedIn(u.as_ptr());
+    let u = Shared(u.as_ptr());
     let run = |bufs: &mut Buffers<T::Acc>, block: &Block| {
         let tiles = block.tiles();
         bufs.prepare(x, dims, o, block, inner);
-        let (v, m, stride) = (SharedIn(bufs.input.as_ptr()), SharedOut(bufs.other.as_mut_ptr()), chunk_len(tiles));
+        let (v, m, stride) = (Shared(bufs.input.as_ptr()), Shared(bufs.other.as_mut_ptr()), chunk_len(tiles));
         each_position(inner, |p| {
             // SAFETY: M[·][p][·] ([o, tiles], rows `stride` apart) is written by position p only;
             // U[·][p][·] is [o, c] with rows chunk_len(c) apart, V[·][p][·] [c, tiles] with rows `stride` apart.
@@ -385,7 +385,7 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
                 );
             }
         });
-        let plane = |oc: usize| SharedOut(dst.at((block.sample * o + oc) * h * w));
+        let plane = |oc: usize| Shared(dst.at((block.sample * o + oc) * h * w));
         // SAFETY: each output channel's plane rows of this block are written by its own chunk only.
         each_chunk(&mut bufs.other, stride, inner, |oc, m| unsafe { untransform_output_plane(m, (h, w), block, plane(oc)) });
     };
@@ -421,12 +421,12 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
         let whole = Block { sample: b, rows: 0..th, tw };
         let planes = &dy[b * o * h * w..][..o * h * w];
         each_plane(&mut yhat, stride, planes, h * w, true, |out, plane, scratch| transform_plane::<T::Acc, GradientRule>(plane, (h, w), &whole, out, scratch));
-        let (yh, dst) = (SharedIn(yhat.as_ptr()), SharedOut(sums.as_mut_ptr()));
+        let (yh, dst) = (Shared(yhat.as_ptr()), Shared(sums.as_mut_ptr()));
         let run = |v: &mut Vec<T::Acc>, channels: &Range<usize>| {
             v.resize(channels.len() * stride, T::Acc::ZERO);
             let planes = &x[(b * c + channels.start) * h * w..][..channels.len() * h * w];
             each_plane(v, stride, planes, h * w, inner, |out, plane, scratch| transform_plane::<T, InputRule>(plane, (h, w), &whole, out, scratch));
-            let v = SharedIn(v.as_ptr());
+            let v = Shared(v.as_ptr());
             each_position(inner, |p| {
                 // SAFETY: P[·][p][channels] ([o, channels], rows chunk_len(c) apart) is written by this block and
                 // position only; Ŷ[·][p][·] is [o, tiles] and V[·][p][·] [channels, tiles], both with rows
