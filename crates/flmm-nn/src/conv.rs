@@ -156,9 +156,9 @@ fn input_gradient_storage<T: TileElement>(s1: &CpuStorage, l1: &Layout, s2: &Cpu
 
 /// A weight `[O, C, taps]` with its channels swapped: `[C, O, taps]`. Blocks of output rows are
 /// filled side by side, each from contiguous runs of the source.
-fn swap_channels<A: Copy + Send + Sync>(weight: &[A], o: usize, c: usize, taps: usize) -> Vec<A> {
+fn swap_channels<A: tiles::Accumulator>(weight: &[A], o: usize, c: usize, taps: usize) -> Vec<A> {
     const ROWS: usize = 16;
-    let mut out = weight.to_vec();
+    let mut out = vec![A::ZERO; weight.len()];
     out.par_chunks_mut(ROWS * o * taps).enumerate().for_each(|(block, rows)| {
         let first = block * ROWS;
         let count = rows.len() / (o * taps);
@@ -239,7 +239,11 @@ impl CustomOp2 for ConvOp {
         // trainer's gradient accumulation would chain those graphs from step to step.
         let (x, w, grad) = (x.detach(), w.detach(), grad.detach().contiguous()?);
         let dw = x.apply_op2_no_bwd(&grad, &WeightGradient { geometry: g })?;
-        let dx = if input_needs_grad { Some(grad.apply_op2_no_bwd(&w.contiguous()?, &InputGradient { geometry: g })?) } else { None };
+        let dx = if input_needs_grad {
+            Some(grad.apply_op2_no_bwd(&w.contiguous()?, &InputGradient { geometry: g })?)
+        } else {
+            None
+        };
         Ok((dx, Some(dw)))
     }
 }

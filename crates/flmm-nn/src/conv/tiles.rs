@@ -169,6 +169,17 @@ pub(super) fn schedule(tiles: usize) -> (bool, Parallelism) {
     }
 }
 
+/// Runs `run(scratch, item)` on every item: side by side over the rayon threads when `side_by_side`
+/// (one scratch value per task), else one after another with a single scratch value.
+pub(super) fn for_each_with<I: Sync, S: Default + Send>(items: &[I], side_by_side: bool, run: impl Fn(&mut S, &I) + Sync + Send) {
+    if side_by_side {
+        items.par_iter().for_each_init(S::default, run);
+    } else {
+        let mut scratch = S::default();
+        items.iter().for_each(|item| run(&mut scratch, item));
+    }
+}
+
 /// A raw pointer into a buffer that the tasks of one call share: `*mut` where each task writes its own
 /// disjoint part, `*const` where they only read.
 #[derive(Clone, Copy)]
@@ -232,12 +243,7 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
             );
         }
     };
-    if side_by_side {
-        plan.tiles.par_iter().for_each_init(Vec::new, run);
-    } else {
-        let mut cols = Vec::new();
-        plan.tiles.iter().for_each(|tile| run(&mut cols, tile));
-    }
+    for_each_with(&plan.tiles, side_by_side, run);
     out
 }
 

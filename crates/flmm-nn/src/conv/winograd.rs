@@ -28,7 +28,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::product::{multiply, Strided};
-use super::tiles::{schedule, Accumulator, Shared, TileElement, TilePlan};
+use super::tiles::{for_each_with, schedule, Accumulator, Shared, TileElement, TilePlan};
 use super::Geometry;
 
 /// Positions of a transformed 4×4 tile.
@@ -389,12 +389,7 @@ pub(super) fn convolve<T: TileElement>(x: &[T], dims: (usize, usize, usize, usiz
         // SAFETY: each output channel's plane rows of this block are written by its own chunk only.
         each_chunk(&mut bufs.other, stride, inner, |oc, m| unsafe { untransform_output_plane(m, (h, w), block, plane(oc)) });
     };
-    if side_by_side {
-        blocks.par_iter().for_each_init(Buffers::default, run);
-    } else {
-        let mut bufs = Buffers::default();
-        blocks.iter().for_each(|block| run(&mut bufs, block));
-    }
+    for_each_with(&blocks, side_by_side, run);
     out
 }
 
@@ -443,12 +438,7 @@ pub(super) fn weight_gradient<T: TileElement>(x: &[T], dims: (usize, usize, usiz
                 }
             });
         };
-        if side_by_side {
-            channel_blocks.par_iter().for_each_init(Vec::new, run);
-        } else {
-            let mut v = Vec::new();
-            channel_blocks.iter().for_each(|channels| run(&mut v, channels));
-        }
+        for_each_with(&channel_blocks, side_by_side, run);
     }
     untransform_weight_gradient(&sums, o, c, g)
 }

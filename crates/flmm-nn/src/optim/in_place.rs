@@ -17,7 +17,7 @@ const CHUNK: usize = 1 << 15;
 /// The scalars of one AdamW step, shared by the composed and the in-place update.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct StepScalars {
-    /// First-moment decay β₁ and its complement.
+    /// First-moment decay β₁.
     pub beta1: f64,
     /// Second-moment decay β₂.
     pub beta2: f64,
